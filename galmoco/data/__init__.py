@@ -1,0 +1,1 @@
+"""Datasets, normalisation, sky masks and batched augmentations (the layer between io and models)."""
