@@ -1,0 +1,176 @@
+"""Read access to a packed cutout store (HDF5, written by :func:`galmoco.io.pack.pack_cutouts`).
+
+``CutoutStore`` for direct reads (including fast batched reads for inference), ``read_catalog`` for
+the catalogue as an astropy Table, ``CutoutDataset`` for training with a torch DataLoader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from astropy.table import Table
+from torch.utils.data import Dataset
+
+from galmoco.errors import GalmocoError
+
+__all__ = ["CutoutDataset", "CutoutStore", "read_catalog"]
+
+
+def _open(path: str | Path) -> h5py.File:
+    """Open a finished store read-only; refuse partial packs and non-stores with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise GalmocoError(f"{path}: no such store file")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise GalmocoError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if not all(name in h5 for name in ("images", "weights", "catalog")):
+        h5.close()
+        raise GalmocoError(f"{path}: not a galmoco store (needs /images, /weights and /catalog)")
+    if not h5.attrs.get("complete", False):
+        h5.close()
+        raise GalmocoError(f"{path}: an incomplete pack (complete=False); finish it with "
+                           "galmoco pack --resume")
+    return h5
+
+
+def _records_to_table(rows: np.ndarray) -> Table:
+    """A compound HDF5 array as a Table, variable-length byte strings decoded to str."""
+    table = Table(rows)
+    for name in table.colnames:
+        if table[name].dtype.kind in "OS":
+            table[name] = [v.decode() if isinstance(v, bytes) else str(v) for v in table[name]]
+    return table
+
+
+def read_catalog(path: str | Path) -> Table:
+    """The store's ``/catalog`` as an astropy Table (one row per object, in store order)."""
+    with _open(path) as h5:
+        return _records_to_table(h5["catalog"][:])
+
+
+class CutoutStore:
+    """A packed store opened for reading; also a context manager.
+
+    Attributes:
+        images, weights: the ``(N, B, H, W)`` float32 h5py datasets (slice them to read).
+        bands: band names; shape: ``(B, H, W)``; attrs: the file attributes as a dict.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.h5 = _open(self.path)
+        self.images: h5py.Dataset = self.h5["images"]
+        self.weights: h5py.Dataset = self.h5["weights"]
+        self.attrs = dict(self.h5.attrs)
+        self.bands: tuple[str, ...] = tuple(str(self.attrs["bands"]))
+        self.shape: tuple[int, int, int] = tuple(self.images.shape[1:])
+        self._catalog: Table | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def catalog(self) -> Table:
+        """The catalogue as an astropy Table (read once, then cached)."""
+        if self._catalog is None:
+            self._catalog = _records_to_table(self.h5["catalog"][:])
+        return self._catalog
+
+    def read_batch(self, indices: Sequence[int] | np.ndarray, field: str = "images") -> np.ndarray:
+        """Rows ``indices`` (any order, repeats allowed) of ``images``, ``weights`` or ``masks/<rule>``.
+
+        HDF5 fancy reads need increasing unique indices, so this reads the sorted unique set (a plain
+        slice when it is contiguous, which is much faster) and scatters back to the asked order.
+
+        Returns:
+            float32 array ``(len(indices), ...)``.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise GalmocoError(f"{self.path}: index out of range 0..{len(self) - 1}")
+        if field not in self.h5:
+            raise GalmocoError(f"{self.path}: no dataset {field!r}")
+        unique, inverse = np.unique(idx, return_inverse=True)
+        if unique.size == 0:
+            return np.empty((0, *self.h5[field].shape[1:]), np.float32)
+        if unique[-1] - unique[0] + 1 == unique.size:
+            block = self.h5[field][unique[0]: unique[-1] + 1]
+        else:
+            block = self.h5[field][unique]
+        return block[inverse]
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def __enter__(self) -> CutoutStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CutoutDataset(Dataset):
+    """A torch Dataset over a store, opening the HDF5 file lazily in each process.
+
+    An h5py handle must not cross a fork (DataLoader workers, DDP ranks): the handle is opened on the
+    first ``__getitem__`` in each process (the opening pid is remembered, and a changed pid reopens),
+    and it is dropped when the dataset is pickled.
+
+    Args:
+        path: the store.
+        indices: catalogue rows to expose (default: all), e.g. a train/validation split.
+        fields: ``"image"``, ``"weight"`` and/or ``"masks/<rule>"`` (returned as ``"mask"``).
+
+    ``__getitem__(i)`` returns ``{"image": (B,H,W) float32 tensor, ..., "index": catalogue row (int)}``.
+    """
+
+    _DATASETS = {"image": "images", "weight": "weights"}
+
+    def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None,
+                 fields: Sequence[str] = ("image", "weight")):
+        self.path = Path(path)
+        with _open(self.path) as h5:
+            n = h5["images"].shape[0]
+            self._sources: dict[str, str] = {}
+            for name in fields:
+                key = "mask" if name.startswith("masks/") else name
+                dataset = name if name.startswith("masks/") else self._DATASETS.get(name)
+                if dataset is None or dataset not in h5:
+                    rules = ", ".join(h5.get("masks", {})) or "no"
+                    raise GalmocoError(f"{self.path}: field {name!r} not in the store (fields: image, "
+                                       f"weight, masks/<rule> for {rules} rules)")
+                self._sources[key] = dataset
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise GalmocoError(f"{self.path}: indices out of range 0..{n - 1}")
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")  # never close an inherited handle: the parent owns it
+            self._pid = os.getpid()
+        return self._h5
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        row = int(self.indices[i])
+        h5 = self._file()
+        item: dict[str, torch.Tensor | int] = {
+            key: torch.from_numpy(h5[ds][row]) for key, ds in self._sources.items()}
+        item["index"] = row
+        return item
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, None
+        return state

@@ -1,0 +1,199 @@
+"""galmoco.io.pack and ``galmoco pack``: values, skips, catalogue join, kill-and-resume, CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from galmoco.cli import main
+from galmoco.errors import GalmocoError
+from galmoco.io.pack import pack_cutouts
+from galmoco.io.store import CutoutStore, read_catalog
+
+
+def _job(root, writers, n, bands="griz", shape=(8, 8)):
+    return [writers.des_object(root / "DES0001+0001", f"DESJ{i:05d}", bands=bands, shape=shape, seed=i,
+                               ra=10.0 + i * 1e-3, dec=-5.0) for i in range(n)]
+
+
+def test_pack_hundreds_value_for_value(tmp_path, writers):
+    objs = _job(tmp_path / "job", writers, 250, bands="rg")
+    out = tmp_path / "d.h5"
+    result = pack_cutouts(tmp_path / "job", out, bands="rg", workers=2)
+    assert (result.n_packed, result.skipped, result.skipped_csv) == (250, [], None)
+    assert not (tmp_path / "d.h5.partial").exists()
+    with CutoutStore(out) as store:
+        assert len(store) == 250 and store.bands == ("r", "g") and store.shape == (2, 8, 8)
+        assert store.images.chunks == (1, 2, 8, 8) and store.weights.chunks == (1, 2, 8, 8)
+        assert store.attrs["complete"] and store.attrs["units"] == "counts"
+        assert store.attrs["pixel_scale"] == pytest.approx(0.263) and store.attrs["galmoco_version"]
+        images, weights = store.images[:], store.weights[:]
+    for i, obj in enumerate(objs):
+        assert np.array_equal(images[i], obj["image"]) and np.array_equal(weights[i], obj["weight"])
+    cat = read_catalog(out)
+    assert list(cat["id"]) == [f"DESJ{i:05d}" for i in range(250)]
+    assert np.allclose(cat["ra"], [o["ra"] for o in objs]) and np.all(cat["dec"] == -5.0)
+    assert cat["source"][7] == str(objs[7]["folder"]) and not cat["padded"].any()
+
+
+def test_skips_are_listed_and_strict_fails(tmp_path, writers):
+    _job(tmp_path / "job", writers, 4, bands="griz")
+    writers.des_object(tmp_path / "job" / "DES0001+0001", "DESJnoz", bands="gri")
+    bad = tmp_path / "job" / "DES0001+0001" / "DESJ00002" / "DESJ00002_r.fits"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    result = pack_cutouts(tmp_path / "job", tmp_path / "d.h5", workers=1)
+    assert result.n_packed == 3
+    reasons = {s.id: s.reason for s in result.skipped}
+    assert set(reasons) == {"DESJ00002", "DESJnoz"}
+    assert "DESJ00002_r.fits: truncated FITS file" in reasons["DESJ00002"]
+    assert "band(s) z missing" in reasons["DESJnoz"]
+    with open(result.skipped_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    assert result.skipped_csv == tmp_path / "d.h5.skipped.csv"
+    assert [(r["id"], r["reason"]) for r in rows] == [(s.id, s.reason) for s in result.skipped]
+    with pytest.raises(GalmocoError, match=r"DESJ00002_r\.fits: truncated .*strict"):
+        pack_cutouts(tmp_path / "job", tmp_path / "s.h5", workers=1, strict=True)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_list_files_duplicates_and_shape_rules(tmp_path, writers):
+    objs = _job(tmp_path / "job", writers, 3, shape=(10, 10))
+    small = writers.des_object(tmp_path / "job2", "DESJsmall", shape=(10, 8))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# sources\njob/DES0001+0001/DESJ00001\n{objs[0]['folder']}\nmissing_dir\n"
+                       f"{small['folder']}\n")
+    as_csv = tmp_path / "list.csv"
+    as_csv.write_text(f"path,note\n{objs[2]['folder']},x\n")
+    result = pack_cutouts([listing, as_csv, objs[1]["folder"]], tmp_path / "d.h5", size=10, workers=1)
+    assert list(read_catalog(tmp_path / "d.h5")["id"]) == ["DESJ00001", "DESJ00000", "DESJ00002"]
+    reasons = {s.id: s.reason for s in result.skipped}
+    assert "no such file" in reasons["missing_dir"]
+    assert "smaller than the requested 10x10" in reasons["DESJsmall"]
+    assert "duplicate id" in reasons["DESJ00001"]
+    padded = pack_cutouts(small["folder"], tmp_path / "p.h5", size=10, pad=True, workers=1)
+    assert padded.n_packed == 1 and read_catalog(tmp_path / "p.h5")["padded"][0]
+
+
+def test_mixed_units_are_skipped(tmp_path, writers):
+    writers.des_object(tmp_path / "src", "DESJa", shape=(8, 8))
+    writers.ls_cube(tmp_path / "src" / "zz.fits", shape=(8, 8))
+    result = pack_cutouts(tmp_path / "src", tmp_path / "d.h5", workers=1)
+    assert result.n_packed == 1 and "units nanomaggies ZP 22.5 differ" in result.skipped[0].reason
+
+
+def test_catalog_join(tmp_path, writers):
+    _job(tmp_path / "job", writers, 3)
+    cat = tmp_path / "truth.csv"
+    cat.write_text("name,mag,ra,kind\nDESJ00002,21.5,1.0,spiral\nDESJ00000,19.0,2.0,elliptical\nDESJ99,1,1,x\n")
+    pack_cutouts(tmp_path / "job", tmp_path / "d.h5", workers=1, catalog=cat, catalog_id_column="name")
+    table = read_catalog(tmp_path / "d.h5")
+    assert list(table["in_catalog"]) == [True, False, True]
+    assert list(table["mag"][[0, 2]]) == [19.0, 21.5] and np.isnan(table["mag"][1])
+    assert list(table["kind"]) == ["elliptical", "", "spiral"]
+    assert list(table["ra_catalog"][[0, 2]]) == [2.0, 1.0] and table["ra"][0] == pytest.approx(10.0)
+    with pytest.raises(GalmocoError, match=r"truth\.csv: no id column 'id'"):
+        pack_cutouts(tmp_path / "job", tmp_path / "e.h5", catalog=cat)
+    cat.write_text("id,mag\nA,1\nB,2\nA,3\n")
+    with pytest.raises(GalmocoError, match=r"truth\.csv: row 3 repeats id 'A'"):
+        pack_cutouts(tmp_path / "job", tmp_path / "e.h5", catalog=cat)
+
+
+def test_bad_inputs_and_partial_guards(tmp_path, writers):
+    with pytest.raises(GalmocoError, match=r"nowhere: no such file or folder"):
+        pack_cutouts(tmp_path / "nowhere", tmp_path / "d.h5")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GalmocoError, match=r"empty: no FITS cutouts under this folder"):
+        pack_cutouts(tmp_path / "empty", tmp_path / "d.h5")
+    bad_list = tmp_path / "list.csv"
+    bad_list.write_text("path,x\n,1\n")
+    with pytest.raises(GalmocoError, match=r"list\.csv: row 2 has no value in the 'path' column"):
+        pack_cutouts(bad_list, tmp_path / "d.h5")
+    _job(tmp_path / "job", writers, 2)
+    (tmp_path / "d.h5.partial").write_bytes(b"")
+    with pytest.raises(GalmocoError, match=r"d\.h5\.partial: an interrupted pack is here"):
+        pack_cutouts(tmp_path / "job", tmp_path / "d.h5")
+    with pytest.raises(GalmocoError, match=r"d\.h5\.partial: cannot resume, the file is damaged"):
+        pack_cutouts(tmp_path / "job", tmp_path / "d.h5", resume=True)
+    with pytest.raises(GalmocoError, match=r"x\.h5\.partial: nothing to resume"):
+        pack_cutouts(tmp_path / "job", tmp_path / "x.h5", resume=True)
+    with pytest.raises(GalmocoError, match=r"no object could be packed"):
+        pack_cutouts(tmp_path / "job", tmp_path / "y.h5", bands="y")
+
+
+def test_resume_requires_the_same_options(tmp_path, writers):
+    _job(tmp_path / "job", writers, 2)
+    pack_cutouts(tmp_path / "job", tmp_path / "d.h5", workers=1)
+    os.replace(tmp_path / "d.h5", tmp_path / "d.h5.partial")
+    with pytest.raises(GalmocoError, match=r"d\.h5\.partial: was started with bands=griz"):
+        pack_cutouts(tmp_path / "job", tmp_path / "d.h5", bands="gri", resume=True)
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``galmoco pack ARGS`` through the real entry point; (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        main(["pack", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_pack(tmp_path, writers, capsys):
+    n = 1500
+    images = writers.des_clones(tmp_path / "job", n)
+    out, partial = tmp_path / "killed.h5", tmp_path / "killed.h5.partial"
+    command = [sys.executable, "-m", "galmoco", "pack", tmp_path / "job", "-o", out, "--bands", "g",
+               "--workers", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once about a third is on disk
+        assert not out.exists()
+        if partial.exists() and partial.stat().st_size > n * 2 * 8 * 8 * 4 / 3:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the pack finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and partial.exists()
+    with h5py.File(partial, "r") as h5:
+        assert not h5.attrs["complete"] and 0 < h5.attrs["n_written"] < n
+        n_before = int(h5.attrs["n_written"])
+    code, stdout, stderr = _cli(capsys, tmp_path / "job", "-o", out, "--bands", "g", "--workers", "2",
+                                "--resume")
+    assert code == 0, stderr
+    assert f"packed {n} objects ({n_before} from the interrupted run)" in stdout and not partial.exists()
+    pack_cutouts(tmp_path / "job", tmp_path / "clean.h5", bands="g", workers=1)
+    with CutoutStore(out) as a, CutoutStore(tmp_path / "clean.h5") as b:
+        assert np.array_equal(a.images[:], b.images[:]) and np.array_equal(a.weights[:], b.weights[:])
+        assert np.array_equal(a.images[:, 0], np.stack(images))
+        assert a.catalog.pformat(max_lines=-1) == b.catalog.pformat(max_lines=-1)
+        assert a.attrs == b.attrs
+
+
+def test_cli_summary_and_exit_codes(tmp_path, writers, capsys):
+    _job(tmp_path / "job", writers, 3)
+    bad = tmp_path / "job" / "DES0001+0001" / "DESJ00001" / "DESJ00001_g.fits"
+    bad.write_text("garbage")
+    code, out, err = _cli(capsys, tmp_path / "job", "-o", tmp_path / "d.h5", "--bands", "gri",
+                          "--workers", "1")
+    assert code == 0, err
+    assert "packed 2 objects, skipped 1, in" in out and f"{tmp_path / 'd.h5.skipped.csv'}" in out
+    code, out, err = _cli(capsys, tmp_path / "job", "-o", tmp_path / "s.h5", "--strict", "--workers", "1")
+    assert code == 1 and err.startswith("Error:") and len(err.strip().splitlines()) == 1
+    assert "DESJ00001_g.fits: not a readable FITS" in err
+    for option in (["--workers", "0"], ["--bands", "gq"], ["--size", "-3"], ["--frobnicate"]):
+        code, _, err = _cli(capsys, tmp_path / "job", "-o", tmp_path / "u.h5", *option)
+        assert code == 2, (option, err)
+    code, _, err = _cli(capsys, tmp_path / "nope", "-o", tmp_path / "u.h5")
+    assert code == 1 and "nope: no such file or folder" in err

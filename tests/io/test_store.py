@@ -1,0 +1,96 @@
+"""galmoco.io.store: CutoutStore, read_catalog, CutoutDataset (under a DataLoader with 2 workers)."""
+
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from galmoco.errors import GalmocoError
+from galmoco.io.pack import pack_cutouts
+from galmoco.io.store import CutoutDataset, CutoutStore, read_catalog
+
+
+@pytest.fixture
+def store(tmp_path, writers):
+    """A packed store of 20 two-band objects (object i's pixels all differ) plus a cached mask."""
+    objs = [writers.des_object(tmp_path / "job", f"DESJ{i:03d}", bands="gr", shape=(6, 6), seed=i)
+            for i in range(20)]
+    path = tmp_path / "d.h5"
+    pack_cutouts(tmp_path / "job", path, bands="gr", workers=1)
+    with h5py.File(path, "r+") as h5:
+        h5.create_dataset("masks/sky", data=np.arange(20 * 36, dtype=np.float32).reshape(20, 6, 6))
+    return path, objs
+
+
+def test_store_reads(store):
+    path, objs = store
+    with CutoutStore(path) as s:
+        assert len(s) == 20 and s.bands == ("g", "r") and s.shape == (2, 6, 6)
+        assert s.attrs["bands"] == "gr" and s.attrs["zeropoint"] == 30.0
+        assert np.array_equal(s.images[3], objs[3]["image"])
+        assert list(s.catalog["id"][:2]) == ["DESJ000", "DESJ001"] and isinstance(s.catalog["id"][0], str)
+        order = [7, 2, 2, 19, 0]
+        assert np.array_equal(s.read_batch(order), np.stack([objs[i]["image"] for i in order]))
+        expected = np.stack([o["weight"] for o in objs[4:9]])
+        assert np.array_equal(s.read_batch(range(4, 9), "weights"), expected)
+        assert s.read_batch([]).shape == (0, 2, 6, 6)
+        with pytest.raises(GalmocoError, match=r"index out of range 0\.\.19"):
+            s.read_batch([20])
+        with pytest.raises(GalmocoError, match=r"no dataset 'masks/none'"):
+            s.read_batch([0], "masks/none")
+    cat = read_catalog(path)
+    assert len(cat) == 20 and cat["source"][5] == str(objs[5]["folder"])
+
+
+def test_store_refuses_partial_and_foreign_files(tmp_path, store):
+    path, _ = store
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["complete"] = False
+    with pytest.raises(GalmocoError, match=r"d\.h5: an incomplete pack \(complete=False\)"):
+        CutoutStore(path)
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(GalmocoError, match=r"other\.h5: not a galmoco store"):
+        read_catalog(tmp_path / "other.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(GalmocoError, match=r"text\.h5: not a readable HDF5 file"):
+        CutoutStore(tmp_path / "text.h5")
+    with pytest.raises(GalmocoError, match=r"none\.h5: no such store file"):
+        CutoutDataset(tmp_path / "none.h5")
+
+
+def test_dataset_with_two_dataloader_workers(store):
+    path, objs = store
+    dataset = CutoutDataset(path, indices=[3, 17, 5, 11, 0, 9, 14], fields=("image", "weight", "masks/sky"))
+    dataset[0]  # open in the parent first: the workers must not reuse this handle
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, shuffle=False)
+    rows, images, weights, masks = [], [], [], []
+    for batch in loader:
+        assert batch["image"].dtype == torch.float32 and batch["image"].shape[1:] == (2, 6, 6)
+        rows += batch["index"].tolist()
+        images.append(batch["image"].numpy())
+        weights.append(batch["weight"].numpy())
+        masks.append(batch["mask"].numpy())
+    assert rows == [3, 17, 5, 11, 0, 9, 14]
+    assert np.array_equal(np.concatenate(images), np.stack([objs[r]["image"] for r in rows]))
+    assert np.array_equal(np.concatenate(weights), np.stack([objs[r]["weight"] for r in rows]))
+    assert np.array_equal(np.concatenate(masks), np.arange(20 * 36, dtype=np.float32).reshape(20, 6, 6)[rows])
+
+
+def test_dataset_defaults_pickling_and_errors(store):
+    path, objs = store
+    dataset = CutoutDataset(path)
+    item = dataset[4]
+    assert set(item) == {"image", "weight", "index"} and item["index"] == 4
+    assert torch.equal(item["image"], torch.from_numpy(objs[4]["image"]))
+    clone = pickle.loads(pickle.dumps(dataset))  # what spawn-started workers and DDP ranks receive
+    assert clone._h5 is None and len(clone) == 20 and torch.equal(clone[4]["weight"], item["weight"])
+    with pytest.raises(GalmocoError, match=r"field 'masks/other' not in the store .*for sky rules"):
+        CutoutDataset(path, fields=("image", "masks/other"))
+    with pytest.raises(GalmocoError, match=r"indices out of range 0\.\.19"):
+        CutoutDataset(path, indices=[0, 20])
