@@ -1,0 +1,339 @@
+"""The survey driver: positions -> parallel rendering -> a finished DESaccess job folder + truth catalogue.
+
+Determinism: object ``k`` draws everything (contents, PSF, sky level, sub-pixel offset, noise, clump
+positions) from ``SeedSequence(seed, spawn_key=(0, k))``, so the images do not depend on the number
+of workers or on how objects are chunked. Positions come from ``spawn_key=(1,)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from galmoco.errors import GalmocoError
+from galmoco.fetch.manifest import des_basename, read_manifest
+from galmoco.sim import layout
+from galmoco.sim.footprint import (
+    TILE_PIXELS,
+    Tile,
+    draw_positions,
+    in_footprint,
+    tile_of,
+    world_to_tile_pixel,
+)
+from galmoco.sim.population import PopulationConfig, draw_object
+from galmoco.sim.render import ObservingConfig, render_stamp, sky_sigma_from_depth
+
+__all__ = [
+    "SimulatedObject",
+    "SimSpec",
+    "simulate_object",
+    "simulate_survey",
+    "write_positions_manifest",
+    "TRUTH_NAME",
+]
+
+TRUTH_NAME = "truth"  # truth.fits and truth.ecsv next to the job folder
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """What every object of a survey shares."""
+
+    seed: int = 0
+    bands: tuple[str, ...] = ("g", "r", "i", "z")
+    size: int = 64
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    observing: ObservingConfig = field(default_factory=ObservingConfig)
+
+
+@dataclass
+class SimulatedObject:
+    """One rendered cutout (already trimmed) and its truth row."""
+
+    image: np.ndarray  # (B, H, W) float32 counts
+    weight: np.ndarray  # (B, H, W) float32 inverse variance
+    mask: np.ndarray  # (H, W) int32
+    truth: dict
+    tile: Tile
+    x: float  # 0-based tile pixel of the position
+    y: float
+    x_cut: float  # 0-based position in the cutout
+    y_cut: float
+
+
+def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: bool = True) -> SimulatedObject:
+    """Render object ``index`` at (ra, dec) degrees; a pure function of its arguments.
+
+    Args:
+        index: the object's number in the survey (selects its random stream).
+        ra, dec: position (degrees), inside the footprint.
+        spec: the survey's shared settings.
+        noise: add noise (False: the noiseless model, for tests).
+
+    Returns:
+        The cutout as DESaccess would return it (trimmed at tile edges) and its truth.
+    """
+    ss = np.random.SeedSequence(spec.seed, spawn_key=(0, index))
+    rng = np.random.default_rng(ss)
+    obs, size = spec.observing, spec.size
+    params = draw_object(rng, spec.population, obs.psf_fwhm, obs.psf_scatter, size * obs.pixel_scale)
+    depth_factor = float(np.exp(rng.normal(0, obs.depth_scatter)))
+    sky = {
+        b: sky_sigma_from_depth(
+            obs.depth_10sigma[b], obs.depth_aperture_arcsec, obs.pixel_scale, obs.zeropoint
+        )
+        * depth_factor
+        for b in spec.bands
+    }
+    tile = tile_of(ra, dec)
+    x, y = world_to_tile_pixel(tile, ra, dec)
+    rows, cols, x_cut, y_cut = layout.cutout_box(x, y, size, TILE_PIXELS)
+    # the untrimmed stamp's true centre is at 0-based (size-1)/2; the position sits at x - ceil(x - size/2)
+    offset = (x - np.ceil(x - size / 2) - (size - 1) / 2, y - np.ceil(y - size / 2) - (size - 1) / 2)
+    galsim_seed = int(ss.generate_state(1)[0]) + 1
+    image, weight, mask = render_stamp(params, spec.bands, size, offset, sky, obs, rng, galsim_seed, noise)
+    t = params.truth
+    truth = {"id": des_basename(ra, dec), "ra": ra, "dec": dec, "tilename": tile.name, "index": index}
+    truth.update({f"mag_{b}": t["mag"][b] for b in spec.bands})
+    truth.update(
+        {
+            k: t[k]
+            for k in (
+                "hlr_arcsec",
+                "bulge_frac",
+                "sersic_n",
+                "e1",
+                "e2",
+                "pa_deg",
+                "n_clumps",
+                "has_neighbour",
+                "has_star",
+            )
+        }
+    )
+    trimmed = (rows.stop - rows.start, cols.stop - cols.start) != (size, size)
+    truth.update(trimmed=bool(trimmed), height=rows.stop - rows.start, width=cols.stop - cols.start)
+    truth.update({f"psf_fwhm_{b}": params.psf_fwhm[b] for b in spec.bands})
+    truth.update({f"sky_sigma_{b}": sky[b] for b in spec.bands})
+    truth.update({"class": t["class"], "class_id": t["class_id"]})
+    return SimulatedObject(
+        image[:, rows, cols], weight[:, rows, cols], mask[rows, cols], truth, tile, x, y, x_cut, y_cut
+    )
+
+
+def _render_chunk(args: tuple[list[tuple[int, float, float]], SimSpec, str]) -> list[dict]:
+    """Worker: render and write a chunk of objects; return their truth rows (with file names)."""
+    items, spec, job_dir = args
+    rows = []
+    for index, ra, dec in items:
+        obj = simulate_object(index, ra, dec, spec)
+        posdir = Path(job_dir) / obj.tile.name / obj.truth["id"]
+        posdir.mkdir(parents=True, exist_ok=True)
+        files = []
+        for k, band in enumerate(spec.bands):
+            name = f"{obj.truth['id']}_{band}.fits"
+            layout.write_cutout_fits(
+                posdir / name,
+                obj.image[k],
+                obj.mask,
+                obj.weight[k],
+                band,
+                obj.tile,
+                obj.x,
+                obj.y,
+                obj.x_cut,
+                obj.y_cut,
+                ra,
+                dec,
+            )
+            files.append(name)
+        rows.append({**obj.truth, "_files": files})
+    return rows
+
+
+def _positions(n: int | None, manifest: str | Path | None, spec: SimSpec, trimmed_fraction: float):
+    """(index, ra, dec) inside the footprint, and the unmatched (RA, DEC) lists."""
+    if manifest is None:
+        if n is None or n < 1:
+            raise GalmocoError(f"n={n}: give a number of objects >= 1 (or a manifest)")
+        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1,)))
+        pos = draw_positions(n, rng, spec.size, trimmed_fraction)
+    else:
+        table = read_manifest(manifest, allow_coadd_ids=False)
+        pos = np.column_stack([np.round(table["ra"], 6), np.round(table["dec"], 6)])[: n if n else None]
+    inside = np.array([in_footprint(ra, dec) for ra, dec in pos], dtype=bool)
+    items = [(i, float(ra), float(dec)) for i, (ra, dec) in enumerate(pos) if inside[i]]
+    if not items:
+        raise GalmocoError(f"{manifest}: no position lies in the simulated DES footprint")
+    return items, (pos[~inside, 0].tolist(), pos[~inside, 1].tolist())
+
+
+def simulate_survey(
+    n: int | None,
+    out: str | Path,
+    size: int = 64,
+    bands: str = "griz",
+    seed: int = 0,
+    workers: int = 1,
+    manifest: str | Path | None = None,
+    preview: bool = False,
+    population: PopulationConfig | None = None,
+    observing: ObservingConfig | None = None,
+    trimmed_fraction: float = 0.02,
+    chunk: int = 16,
+) -> Path:
+    """Simulate a survey into ``out/<jobid>/`` in the layout of a finished DESaccess cutout job.
+
+    Args:
+        n: number of objects (with a manifest: at most this many of its rows; None = all).
+        out: output folder; receives the job folder, ``truth.fits``/``truth.ecsv`` and ``preview.png``.
+        size: cutout side in pixels (tile-edge cutouts come out smaller).
+        bands: bands, a subset of ``grizy`` (lowercase, DES order kept as given).
+        seed: random seed; the same seed gives the same images whatever ``workers``.
+        workers: worker processes (1: in this process).
+        manifest: positions (``ra, dec`` CSV/ECSV/FITS); None draws them in the footprint.
+        preview: also write an 8x8 Lupton RGB contact sheet ``preview.png`` (needs g, r, i).
+        population: population fractions/distributions (default :class:`PopulationConfig`).
+        observing: PSF/noise settings (default :class:`ObservingConfig`).
+        trimmed_fraction: fraction of drawn positions near tile edges (ignored with a manifest).
+        chunk: objects per worker task.
+
+    Returns:
+        The job folder ``out/<jobid>`` (jobid: 32 hex digits derived from the inputs).
+
+    Raises:
+        GalmocoError: bad bands, size or workers, an unreadable manifest, or an existing job folder.
+    """
+    band_tuple = tuple(bands)
+    if not band_tuple or any(b not in "grizy" for b in band_tuple) or len(set(band_tuple)) != len(band_tuple):
+        raise GalmocoError(f"bands={bands!r}: give distinct letters from 'grizy', e.g. 'griz'")
+    if not 8 <= size <= 2736:  # 2736 px = 12 arcmin, DESaccess's maximum
+        raise GalmocoError(f"size={size}: must be between 8 and 2736 pixels")
+    if workers < 1:
+        raise GalmocoError(f"workers={workers}: must be at least 1")
+    if preview and not set("gri") <= set(band_tuple):
+        raise GalmocoError(f"--preview needs bands g, r and i; bands={bands!r}")
+    spec = SimSpec(seed, band_tuple, size, population or PopulationConfig(), observing or ObservingConfig())
+    items, unmatched = _positions(n, manifest, spec, trimmed_fraction)
+    out = Path(out)
+    digest = hashlib.md5(f"{seed}|{size}|{bands}|{spec}|{items}".encode()).hexdigest()
+    job_dir, tmp_dir = out / digest, out / f".{digest}.partial"
+    if job_dir.exists():
+        raise GalmocoError(f"{job_dir}: already exists (the same survey was simulated here); delete it first")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    chunks = [(items[i : i + chunk], spec, str(tmp_dir)) for i in range(0, len(items), chunk)]
+    truth_rows: list[dict] = []
+    try:
+        with tqdm(total=len(items), desc="simulate", unit="obj", disable=None) as bar:
+            for rows in _map(chunks, workers):
+                truth_rows += rows
+                bar.update(len(rows))
+        elapsed = time.perf_counter() - t0
+        _write_job_files(tmp_dir, digest, truth_rows, bands, size, unmatched, elapsed)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    os.replace(tmp_dir, job_dir)
+    _write_truth(out, truth_rows, band_tuple)
+    if preview:
+        from galmoco.sim.preview import write_preview  # matplotlib/astropy.visualization only when asked
+
+        write_preview(job_dir, truth_rows, out / "preview.png")
+    return job_dir
+
+
+def _map(chunks: list, workers: int):
+    """Results of :func:`_render_chunk` in order, in this process or in ``workers`` spawned processes."""
+    if workers == 1:
+        yield from map(_render_chunk, chunks)
+        return
+    # children read these at import: one thread each (GalSim's OpenMP, BLAS) or they fight for cores
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_render_chunk, chunks)
+
+
+def _write_job_files(
+    job_dir: Path,
+    jobid: str,
+    truth_rows: list[dict],
+    bands: str,
+    size: int,
+    unmatched: tuple[list, list],
+    elapsed: float,
+) -> None:
+    """positions CSV, the log and summary.json, rows ordered by tile as DESaccess orders them."""
+    order = sorted(range(len(truth_rows)), key=lambda i: truth_rows[i]["tilename"])
+    records = [truth_rows[i] for i in order]
+    rows = layout.positions_rows(records, bands, size)
+    layout.write_positions_csv(job_dir / f"positions_{jobid}.csv", rows)
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+    lines = [f"Simulated DESaccess cutout job {jobid}: {len(rows)} positions, bands {bands}"]
+    for r in records:
+        if r["trimmed"]:
+            for name in r["_files"]:
+                lines.append(
+                    f"MakeFitsCut - {r['id']}/{name} is smaller than user requested. This is likely "
+                    "because the object/coordinate was in close proximity to the edge of a tile. "
+                    f"(dx, dy): ({size}, {size}), "
+                    f"(NAXIS1, NAXIS2): ({r['width']}, {r['height']})"
+                )
+    lines += [
+        "All processes finished.",
+        f"Processing took (s): {elapsed:.2f}",
+        f"Total number of files: {sum(len(r['_files']) for r in records)}",
+    ]
+    (job_dir / f"cutout_{jobid}.log").write_text("".join(f"{stamp} - 0 - INFO     - {m}\n" for m in lines))
+    layout.write_summary(
+        job_dir, jobid, rows, [r["_files"] for r in records], bands, size, unmatched, elapsed
+    )
+
+
+def _write_truth(out: Path, truth_rows: list[dict], bands: tuple[str, ...]) -> None:
+    """truth.fits and truth.ecsv (one row per cutout, in object index order), atomically."""
+    from astropy.table import Table
+
+    rows = sorted(truth_rows, key=lambda r: r["index"])
+    names = [k for k in rows[0] if not k.startswith("_")]
+    table = Table(rows=[[r[k] for k in names] for r in rows], names=names)
+    table.meta["bands"] = "".join(bands)
+    table.meta["comment"] = (
+        "galmoco.sim truth: mags AB at zero point 30; e = (1-q)/(1+q) of the dominant component"
+    )
+    for suffix, fmt in ((".fits", "fits"), (".ecsv", "ascii.ecsv")):
+        final = out / f"{TRUTH_NAME}{suffix}"
+        tmp = out / f".{TRUTH_NAME}.part{suffix}"
+        table.write(tmp, format=fmt, overwrite=True)
+        os.replace(tmp, final)
+
+
+def write_positions_manifest(
+    path: str | Path, n: int = 5000, seed: int = 0, size: int = 64, trimmed_fraction: float = 0.02
+) -> Path:
+    """Write ``n`` footprint positions as a manifest CSV ``ra,dec,id`` (id = the DESaccess BASENAME).
+
+    The positions are those :func:`simulate_survey` draws for the same ``seed``, ``size`` and
+    ``trimmed_fraction``, so ``simulate_survey(n, out, manifest=path, seed=seed)`` reproduces that
+    survey. ``data_manifests/simulated_survey.csv`` is ``write_positions_manifest(path, 5000, 0)``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    pos = draw_positions(n, rng, size, trimmed_fraction)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    lines = ["ra,dec,id"] + [f"{ra:.6f},{dec:.6f},{des_basename(ra, dec)}" for ra, dec in pos]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
