@@ -1,0 +1,201 @@
+"""Read and validate the list of objects to fetch (a manifest), before any request is made.
+
+A manifest is a CSV, ECSV or FITS table with columns ``ra, dec[, id]`` (ICRS degrees) or
+``COADD_OBJECT_ID`` (DESaccess only). Column names are case-insensitive. Every error names the
+1-based data row (the first line after the header is row 1) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from galmoco.errors import GalmocoError
+
+__all__ = ["read_manifest", "des_basename", "KNOWN_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+#: the column names a manifest may use (lowercase); other columns are kept but not used
+KNOWN_COLUMNS = ("ra", "dec", "id", "coadd_object_id")
+
+
+def _sexagesimal(value: float) -> str:
+    """``DDMMSS.SSSS`` of ``abs(value)`` as DESaccess writes it (integer truncation, seconds rounded)."""
+    whole = int(value)
+    minutes = int((value - whole) * 60)
+    seconds = round(((value - whole) * 60 - minutes) * 60, 4)
+    return f"{whole:02d}{minutes:02d}{seconds:07.4f}"
+
+
+def des_basename(ra: float, dec: float) -> str:
+    """The DESaccess cutout BASENAME of a position, e.g. ``DESJ012621.1512+032909.9960``.
+
+    Follows the DESaccess server's conversion (truncated hours/degrees and minutes, seconds rounded
+    to 4 decimals), so it equals the POSDIR folder name the service creates for a coordinate row.
+
+    Args:
+        ra: right ascension in degrees.
+        dec: declination in degrees.
+
+    Returns:
+        ``"DESJ" + HHMMSS.SSSS + (+|-) + DDMMSS.SSSS``.
+    """
+    sign = "-" if dec < 0 else "+"
+    return f"DESJ{_sexagesimal(abs(ra) / 15.0)}{sign}{_sexagesimal(abs(dec))}"
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[object]]]:
+    """Column names and raw row values of a CSV (read as text) or an ECSV/FITS table."""
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            lines = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+        if not lines:
+            raise GalmocoError(f"{path}: the manifest is empty (no header, no rows)")
+        return [c.strip() for c in lines[0]], [list(r) for r in lines[1:]]
+    if path.suffix.lower() in (".ecsv", ".fits", ".fit") or suffix == ".fits.gz":
+        try:
+            table = Table.read(path)
+        except Exception as exc:
+            raise GalmocoError(f"{path}: cannot read the manifest table: {exc}") from exc
+        names = list(table.colnames)
+        return names, [[table[n][i] for n in names] for i in range(len(table))]
+    raise GalmocoError(f"{path}: unsupported manifest format {path.suffix!r} (use .csv, .ecsv or .fits)")
+
+
+def _column_index(path: Path, names: list[str], allow_coadd_ids: bool) -> dict[str, int]:
+    """Map the known (lowercase) column names to their positions; explain missing or misspelled ones."""
+    lower = [n.lower() for n in names]
+    found = {k: lower.index(k) for k in KNOWN_COLUMNS if k in lower}
+    coords = "ra" in found and "dec" in found
+    if not coords and "coadd_object_id" in found:
+        if not allow_coadd_ids:
+            raise GalmocoError(
+                f"{path}: COADD_OBJECT_ID manifests work with DESaccess only; give ra,dec columns"
+            )
+        return found
+    if coords:
+        return found
+    missing = [k for k in ("ra", "dec") if k not in found]
+    unknown = [n for n in names if n.lower() not in KNOWN_COLUMNS]
+    hints = []
+    by_lower = {u.lower(): u for u in unknown}
+    for name in missing:
+        close = difflib.get_close_matches(name, list(by_lower), n=1, cutoff=0.5)
+        if close:
+            hints.append(f"did you mean {by_lower[close[0]]!r} for {name!r}?")
+    alt = " or COADD_OBJECT_ID" if allow_coadd_ids else ""
+    raise GalmocoError(
+        f"{path}: missing column(s) {', '.join(missing)} (need ra,dec{alt}; found {', '.join(names)})"
+        + (" " + " ".join(hints) if hints else "")
+    )
+
+
+def _number(path: Path, row: int, column: str, value: object) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise GalmocoError(f"{path}: row {row}: {column} {str(value)!r} is not a number") from None
+    if not math.isfinite(number):
+        raise GalmocoError(f"{path}: row {row}: {column} {str(value)!r} is not a finite number")
+    return number
+
+
+def _check_id(path: Path, row: int, ident: str) -> str:
+    ident = ident.strip()
+    # ids become file names (Legacy Survey cubes): refuse anything that could leave the folder
+    if not ident or "/" in ident or "\\" in ident or ident.startswith("."):
+        raise GalmocoError(f"{path}: row {row}: id {ident!r} is empty or not usable as a file name")
+    return ident
+
+
+def read_manifest(path: str | Path, allow_coadd_ids: bool = True) -> Table:
+    """Read and validate a manifest.
+
+    Args:
+        path: a ``.csv``, ``.ecsv`` or ``.fits`` table with ``ra, dec[, id]`` in degrees, or
+            ``COADD_OBJECT_ID``.
+        allow_coadd_ids: accept a ``COADD_OBJECT_ID`` manifest (DESaccess only).
+
+    Returns:
+        A table with ``row`` (1-based manifest row, int64) and either ``ra, dec`` (float64 degrees)
+        and ``id`` (str; the DES BASENAME of the position when the manifest has no id), or
+        ``coadd_object_id`` (int64). Duplicate objects are dropped (the first is kept) and listed in
+        ``table.meta["duplicates"]`` as ``(row, row_it_repeats)`` pairs.
+
+    Raises:
+        GalmocoError: unreadable or empty file, missing/misspelled column, a value that is not a
+            number, RA outside [0, 360), Dec outside [-90, 90]; the message names the row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GalmocoError(f"{path}: manifest not found")
+    names, rows = _read_rows(path)
+    columns = _column_index(path, names, allow_coadd_ids)
+    if not rows:
+        raise GalmocoError(f"{path}: the manifest has a header but no rows")
+    by_coord = "ra" in columns and "dec" in columns
+    out: dict[str, list] = {"row": [], "ra": [], "dec": [], "id": [], "coadd_object_id": []}
+    seen: dict[object, int] = {}
+    duplicates: list[tuple[int, int]] = []
+    for number, values in enumerate(rows, start=1):
+        if len(values) < len(names):
+            raise GalmocoError(f"{path}: row {number}: {len(values)} values for {len(names)} columns")
+        if by_coord:
+            ra = _number(path, number, "ra", values[columns["ra"]])
+            dec = _number(path, number, "dec", values[columns["dec"]])
+            if not 0.0 <= ra < 360.0:
+                raise GalmocoError(f"{path}: row {number}: ra {ra} is outside [0, 360)")
+            if not -90.0 <= dec <= 90.0:
+                raise GalmocoError(f"{path}: row {number}: dec {dec} is outside [-90, 90]")
+            if "id" in columns:
+                ident = _check_id(path, number, str(values[columns["id"]]))
+            else:
+                ident = des_basename(ra, dec)
+            key: object = (ra, dec)
+            fields = {"ra": ra, "dec": dec, "id": ident}
+        else:
+            text = str(values[columns["coadd_object_id"]]).strip()
+            if not text.isdigit():
+                raise GalmocoError(f"{path}: row {number}: COADD_OBJECT_ID {text!r} is not a positive "
+                                   "integer")
+            key = int(text)
+            fields = {"coadd_object_id": key}
+        if key in seen:
+            duplicates.append((number, seen[key]))
+            continue
+        for name, value in fields.items():
+            out[name].append(value)
+        seen[key] = number
+        out["row"].append(number)
+    if by_coord:
+        table = Table(
+            [np.array(out["row"], np.int64), np.array(out["ra"], np.float64),
+             np.array(out["dec"], np.float64), np.array(out["id"], str)],
+            names=("row", "ra", "dec", "id"),
+        )
+        dup_ids = len(set(out["id"])) != len(out["id"])
+        if dup_ids:
+            first: dict[str, int] = {}
+            for r, i in zip(out["row"], out["id"], strict=True):
+                if i in first:
+                    raise GalmocoError(f"{path}: row {r}: id {i!r} repeats row {first[i]} at another "
+                                       "position")
+                first[i] = r
+    else:
+        table = Table(
+            [np.array(out["row"], np.int64), np.array(out["coadd_object_id"], np.int64)],
+            names=("row", "coadd_object_id"),
+        )
+    table.meta["duplicates"] = duplicates
+    table.meta["source"] = str(path)
+    for row, earlier in duplicates:
+        log.warning("%s: row %d repeats row %d; fetching it once", path, row, earlier)
+    return table
