@@ -1,0 +1,338 @@
+"""Batched augmentations for galaxy stamps, on tensors on the training device.
+
+The views MoCo contrasts must differ in what the latent space should ignore (orientation, position,
+seeing, depth, brightness) and agree in what it should keep (morphology, colour). Hence: the 8
+symmetries of the square, an arbitrary rotation, a jitter shift, a PSF-difference blur, noise injection
+and a flux scale common to all bands; no colour jitter or grayscale (MoCo v2's ImageNet recipe), which
+would change the galaxy's colours, i.e. its physics. ``aug_plus`` maps v2's stronger recipe to astronomy
+(see :class:`AugmentConfig` and ``docs/data.md``).
+
+Everything is drawn up front by :meth:`GalaxyAugment.sample` as per-stamp parameters, then applied by
+:meth:`GalaxyAugment.apply` with batched tensor operations: one gather (symmetries and integer shifts,
+exact) or one ``grid_sample`` (with an arbitrary rotation) for the geometry, a depthwise separable
+convolution for the blur, one normal draw for the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from galmoco.data.transforms import SYMMETRIES
+from galmoco.errors import GalmocoError
+
+__all__ = ["AugmentConfig", "AugmentParams", "GalaxyAugment", "SYMMETRY_MATRICES"]
+
+#: aug+: blur FWHM and noise amplitude maxima are multiplied by this, probabilities raised to AUG_PLUS_PROB
+AUG_PLUS_FACTOR = 2.0
+AUG_PLUS_PROB = 0.8
+#: aug+: per-band flux scatter, uniform in +-this many magnitudes (0.05 mag = 4.7 % in flux)
+AUG_PLUS_COLOUR_MAG = 0.05
+#: Gaussian FWHM / sigma
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+#: each element of :data:`~galmoco.data.transforms.SYMMETRIES` as the 2x2 matrix taking output
+#: coordinates ``(x, y)`` (x along columns, y along rows, origin at the stamp centre) to input coordinates
+SYMMETRY_MATRICES = torch.tensor([
+    [[1, 0], [0, 1]],     # identity
+    [[1, 0], [0, -1]],    # flip1: rows reversed
+    [[-1, 0], [0, 1]],    # flip2: columns reversed
+    [[-1, 0], [0, -1]],   # flip3
+    [[0, -1], [1, 0]],    # rot90 (torch.rot90 k=1): out[i, j] = in[j, W-1-i]
+    [[0, 1], [-1, 0]],    # rot270: out[i, j] = in[H-1-j, i]
+    [[0, 1], [1, 0]],     # transpose
+    [[0, -1], [-1, 0]],   # antitranspose: out[i, j] = in[H-1-j, W-1-i]
+], dtype=torch.float32)
+
+
+@dataclass
+class AugmentConfig:
+    """The galmoco augmentation recipe (the defaults).
+
+    Attributes:
+        symmetries: apply a uniformly random element of the square's symmetry group D4 per stamp.
+        rotate: add an arbitrary rotation, uniform in [0, 360) degrees (bilinear, reflect padding).
+        jitter: maximum shift in pixels along each axis, integer, uniform (the stamp keeps its size; the
+            uncovered edge is filled by reflection), standing in for a jitter crop.
+        blur_prob: probability that a stamp is blurred (PSF-difference blur). A batch of N blurs
+            floor(pN) or floor(pN) + 1 stamps chosen at random (probability exactly p per stamp; the
+            same holds for ``noise_prob``).
+        blur_max_fwhm: maximum FWHM in pixels of the extra Gaussian; each band draws its own FWHM
+            uniformly in [0, max] (seeing differs per band and per exposure).
+        noise_prob: probability that a stamp gets extra Gaussian noise (a shallower observation).
+        noise_max_sigmas: maximum extra noise in units of the band's sky sigma; each band draws its own
+            amplitude uniformly in [0, max].
+        flux_scale: the stamp's flux is multiplied by a log-uniform factor in [1/(1+s), 1+s], the same in
+            every band (colours kept): the same galaxy nearer or farther, brighter or fainter.
+        band_dropout: probability that one uniformly chosen band of a stamp is set to zero flux.
+        aug_plus: v2's "aug+" for astronomy: blur and noise maxima times 2 and probabilities at least
+            0.8, plus a small independent per-band flux scatter (+-0.05 mag, "reddening" and calibration
+            differences) in place of colour jitter and grayscale.
+    """
+
+    symmetries: bool = True
+    rotate: bool = True
+    jitter: int = 4
+    blur_prob: float = 0.5
+    blur_max_fwhm: float = 1.5
+    noise_prob: float = 0.5
+    noise_max_sigmas: float = 1.0
+    flux_scale: float = 0.2
+    band_dropout: float = 0.0
+    aug_plus: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("blur_prob", "noise_prob", "band_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise GalmocoError(f"augmentation {name} must be a probability in [0, 1], "
+                                   f"got {getattr(self, name)}")
+        for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale"):
+            if getattr(self, name) < 0:
+                raise GalmocoError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
+
+
+def _effective(config: AugmentConfig) -> AugmentConfig:
+    """The config with ``aug_plus`` resolved into the plain parameters (aug_plus kept as the colour flag)."""
+    if not config.aug_plus:
+        return config
+    return replace(config, blur_prob=max(config.blur_prob, AUG_PLUS_PROB),
+                   blur_max_fwhm=AUG_PLUS_FACTOR * config.blur_max_fwhm,
+                   noise_prob=max(config.noise_prob, AUG_PLUS_PROB),
+                   noise_max_sigmas=AUG_PLUS_FACTOR * config.noise_max_sigmas)
+
+
+@dataclass
+class AugmentParams:
+    """Per-stamp draws of one :meth:`GalaxyAugment.sample`, all on the images' device.
+
+    Attributes:
+        symmetry: ``(N,)`` int64 index into :data:`~galmoco.data.transforms.SYMMETRIES`.
+        angle: ``(N,)`` rotation angle in radians, or None when rotation is off.
+        shift: ``(N, 2)`` int64 shift ``(dx, dy)`` in pixels of the content (columns, rows).
+        scale: ``(N, B)`` flux factor per band.
+        blur_sigma: ``(N, B)`` Gaussian sigma in pixels (0: not blurred).
+        noise_sigma: ``(N, B)`` added noise sigma in flux units (0: none).
+        dropped_band: ``(N,)`` int64 band set to zero, -1 for none.
+    """
+
+    symmetry: Tensor
+    angle: Tensor | None
+    shift: Tensor
+    scale: Tensor
+    blur_sigma: Tensor
+    noise_sigma: Tensor
+    dropped_band: Tensor
+
+    def to(self, device: torch.device | str) -> AugmentParams:
+        """The same draws on ``device``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return AugmentParams(**{k: None if v is None else v.to(device) for k, v in values.items()})
+
+
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Fold integer pixel indices into [0, size) by mirror reflection about the outer pixel edges
+    (..., 1, 0 | 0, 1, ..., size-1 | size-1, ...), as ``grid_sample(padding_mode="reflection")``."""
+    index = index.remainder(2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _pixel_index(matrix: Tensor, shift: Tensor, size: int) -> Tensor:
+    """Flat input-pixel index ``(N, 1, size*size)`` of each output pixel for D4 matrices and integer shifts.
+
+    ``in = M (out - centre) + centre - shift`` with pixel centres at integers. Each row of a D4 matrix has
+    one non-zero entry, so each input coordinate depends on one output coordinate: the index is a
+    per-column plus a per-row term, reflected in 1-d and added in one broadcast pass.
+    """
+    centre = (size - 1) / 2
+    u = torch.arange(size, device=matrix.device, dtype=torch.float32) - centre
+    offset = centre - shift.to(torch.float32)  # (N, 2)
+    stride = torch.tensor([1, size], device=matrix.device)  # x moves along columns, y along rows
+
+    def term(axis: int) -> Tensor:  # contribution of output coordinate `axis` (0: column, 1: row)
+        m = matrix[:, :, axis]  # (N, 2): d(in_x, in_y)/d(out_axis)
+        coord = _reflect((m[:, :, None] * u + offset[:, :, None]).round().long(), size)  # (N, 2, size)
+        return ((m != 0).long()[:, :, None] * coord * stride[None, :, None]).sum(dim=1)  # (N, size)
+
+    return (term(0)[:, None, :] + term(1)[:, :, None]).reshape(-1, 1, size * size)
+
+
+class GalaxyAugment(torch.nn.Module):
+    """Random augmentation of raw-flux stamps ``(N, B, H, W)``; square stamps.
+
+    Args:
+        config: the recipe.
+        sky_sigma: per-band sky noise in the images' flux units (sets the injected noise).
+    """
+
+    sky_sigma: Tensor
+
+    def __init__(self, config: AugmentConfig, sky_sigma: Sequence[float]):
+        super().__init__()
+        self.config = config
+        self.effective = _effective(config)
+        sigma = torch.as_tensor(np.asarray(sky_sigma, dtype=np.float32)).reshape(-1)
+        if sigma.numel() == 0 or not bool(torch.all(torch.isfinite(sigma) & (sigma >= 0))):
+            raise GalmocoError(f"sky_sigma must be finite and >= 0 per band, got {sigma.tolist()}")
+        self.register_buffer("sky_sigma", sigma)
+        # kernel half-width: 3 sigma of the widest blur (the tail beyond holds < 0.3 % of the weight),
+        # fixed so that shapes never depend on the draws
+        self.blur_radius = max(1, math.ceil(3 * self.effective.blur_max_fwhm / _FWHM_PER_SIGMA))
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment a batch: :meth:`sample` then :meth:`apply`.
+
+        Args:
+            images: ``(N, B, H, W)`` raw flux, float.
+            generator: source of randomness (deterministic given its state); the global RNG when None.
+                Best on the images' device: the noise field is drawn on the generator's device.
+
+        Returns:
+            ``(N, B, H, W)`` augmented raw flux on the same device; the input is not modified.
+        """
+        return self.apply(images, self.sample(images.shape[0], images.device, generator), generator)
+
+    def sample(self, n: int, device: torch.device | str = "cpu",
+               generator: torch.Generator | None = None) -> AugmentParams:
+        """Draw the parameters of ``n`` stamps (on the generator's device, returned on ``device``)."""
+        c = self.effective
+        gdev = generator.device if generator is not None else torch.device(device)
+        nb = self.sky_sigma.numel()
+
+        def uniform(*shape: int) -> Tensor:
+            return torch.rand(shape, generator=generator, device=gdev)
+
+        def chosen(prob: float) -> Tensor:
+            # floor(p n) or floor(p n) + 1 stamps (each with probability exactly p): only two subset
+            # sizes per batch size, so the blur's convolution shapes repeat
+            count = math.floor(prob * n) + int(uniform(1).item() < prob * n % 1)
+            picked = torch.zeros(n, 1, device=gdev)
+            picked[torch.randperm(n, generator=generator, device=gdev)[:count]] = 1.0
+            return picked
+
+        symmetry = (torch.randint(0, len(SYMMETRIES), (n,), generator=generator, device=gdev)
+                    if c.symmetries else torch.zeros(n, dtype=torch.long, device=gdev))
+        angle = uniform(n) * (2 * math.pi) if c.rotate else None
+        shift = torch.randint(-c.jitter, c.jitter + 1, (n, 2), generator=generator, device=gdev)
+        log_scale = (2 * uniform(n, 1) - 1) * math.log1p(c.flux_scale)
+        if c.aug_plus:
+            log_scale = log_scale + (2 * uniform(n, nb) - 1) * (0.4 * math.log(10) * AUG_PLUS_COLOUR_MAG)
+        blur_sigma = chosen(c.blur_prob) * uniform(n, nb) * (c.blur_max_fwhm / _FWHM_PER_SIGMA)
+        noise_sigma = chosen(c.noise_prob) * uniform(n, nb) * c.noise_max_sigmas * self.sky_sigma.to(gdev)
+        drop = uniform(n) < c.band_dropout
+        band = torch.randint(0, nb, (n,), generator=generator, device=gdev)
+        params = AugmentParams(symmetry=symmetry, angle=angle, shift=shift,
+                               scale=torch.exp(log_scale).expand(n, nb).contiguous(),
+                               blur_sigma=blur_sigma, noise_sigma=noise_sigma,
+                               dropped_band=torch.where(drop, band, torch.full_like(band, -1)))
+        return params.to(device)
+
+    def apply(self, images: Tensor, params: AugmentParams,
+              generator: torch.Generator | None = None) -> Tensor:
+        """Apply drawn parameters: geometry, flux scale, blur, noise (drawn from ``generator``), band dropout.
+
+        Args:
+            images: ``(N, B, H, W)`` raw flux.
+            params: from :meth:`sample` for N stamps.
+            generator: source of the noise field.
+
+        Returns:
+            ``(N, B, H, W)`` augmented raw flux (a new tensor).
+        """
+        n, nb = images.shape[:2]
+        if images.dim() != 4 or nb != self.sky_sigma.numel():
+            raise GalmocoError(f"expected images (N, {self.sky_sigma.numel()}, H, W) to augment, "
+                               f"got {tuple(images.shape)}")
+        x = self.apply_geometry(images, params)
+        x.mul_(params.scale.to(x.dtype)[:, :, None, None])
+        blurred = (params.blur_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
+        if blurred.numel():
+            x.index_copy_(0, blurred, self._blur(x[blurred], params.blur_sigma[blurred]))
+        noisy = (params.noise_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
+        if noisy.numel():
+            gdev = generator.device if generator is not None else x.device
+            noise = torch.randn((noisy.numel(),) + tuple(x.shape[1:]), generator=generator, device=gdev,
+                                dtype=x.dtype).to(x.device)
+            x.index_add_(0, noisy, noise.mul_(params.noise_sigma[noisy].to(x.dtype)[:, :, None, None]))
+        dropped = (params.dropped_band >= 0).nonzero(as_tuple=True)[0]
+        if dropped.numel():
+            x[dropped, params.dropped_band[dropped]] = 0.0
+        return x
+
+    def apply_geometry(self, maps: Tensor, params: AugmentParams) -> Tensor:
+        """Apply only the geometric part (symmetry, rotation, shift) to any per-pixel maps ``(N, C, H, W)``.
+
+        Use it to carry sky masks or weights along with the images they belong to. Without rotation the
+        result is an exact permutation of pixels (one gather); with rotation it is bilinear
+        (``grid_sample``), reflection padding in both cases.
+
+        Args:
+            maps: ``(N, C, H, W)``, square.
+            params: from :meth:`sample`.
+
+        Returns:
+            A new ``(N, C, H, W)`` tensor.
+        """
+        n, c, h, w = maps.shape
+        if h != w:
+            raise GalmocoError(f"augmentations need square stamps, got {h}x{w}")
+        matrix = SYMMETRY_MATRICES.to(maps.device)[params.symmetry]  # (N, 2, 2)
+        shift = params.shift.to(maps.device)
+        if params.angle is None:
+            if not (params.symmetry.any() or shift.any()):
+                return maps.clone()
+            return maps.reshape(n, c, h * w).gather(2, _pixel_index(matrix, shift, w).expand(n, c, h * w)) \
+                .reshape(n, c, h, w)
+        cos, sin = torch.cos(params.angle), torch.sin(params.angle)
+        rotation = torch.stack((torch.stack((cos, -sin), -1), torch.stack((sin, cos), -1)), -2)
+        theta = matrix @ rotation.to(maps.device, torch.float32)  # (N, 2, 2)
+        # the affine grid (align_corners=False) as a per-column plus a per-row term, computed as (N, 2, H, W)
+        # with W innermost and handed over as a permuted view: a fraction of affine_grid's cost
+        lin = (2 * torch.arange(w, device=maps.device, dtype=torch.float32) + 1) / w - 1
+        grid = (theta[:, :, 0, None, None] * lin[None, None, None, :]
+                + (theta[:, :, 1, None, None] * lin[None, None, :, None] - 2.0 * shift[:, :, None, None] / w))
+        return F.grid_sample(maps, grid.permute(0, 2, 3, 1).to(maps.dtype), mode="bilinear",
+                             padding_mode="reflection", align_corners=False)
+
+    def _blur(self, images: Tensor, sigma: Tensor) -> Tensor:
+        """Separable Gaussian blur, its own sigma per stamp and band (sigma 0: unchanged), reflect edges.
+
+        A depthwise convolution, one group per stamp and band. oneDNN builds a primitive per group count
+        (tens of ms) and caches it, which is why :meth:`sample` blurs one of only two counts per batch size.
+        """
+        n, nb, h, w = images.shape
+        r = self.blur_radius
+        kernel = _discrete_gaussian(sigma.reshape(n * nb), r).to(images.dtype)  # (n*nb, 2r+1)
+        x = F.pad(images.reshape(1, n * nb, h, w), (r, r, r, r), mode="reflect")
+        x = F.conv2d(x, kernel[:, None, None, :], groups=n * nb)
+        x = F.conv2d(x, kernel[:, None, :, None], groups=n * nb)
+        return x.reshape(n, nb, h, w)
+
+
+def _discrete_gaussian(sigma: Tensor, radius: int) -> Tensor:
+    """Lindeberg's (1990) discrete Gaussian kernel ``exp(-t) I_k(t)``, ``t = sigma^2``, taps -radius..radius.
+
+    Unlike a sampled Gaussian it has variance exactly ``sigma^2`` even below a pixel (a sampled
+    Gaussian of sigma 0.3 px is nearly a delta), is the identity at sigma 0, and composes like the
+    continuous one. ``I_k`` by its power series; normalised to sum 1 after truncation (flux kept).
+
+    Args:
+        sigma: ``(M,)`` sigmas in pixels.
+        radius: half-width of the kernel.
+
+    Returns:
+        ``(M, 2 radius + 1)`` float64 kernels.
+    """
+    t = sigma.to(torch.float64).clamp_min(1e-12).square()[:, None, None]  # (M, 1, 1)
+    k = torch.arange(radius + 1, dtype=torch.float64, device=sigma.device)[None, :, None]  # tap |offset|
+    terms = 10 + math.ceil(2 * float(t.max()))
+    j = torch.arange(terms, dtype=torch.float64, device=sigma.device)[None, None, :]
+    log_term = (2 * j + k) * torch.log(t / 2) - torch.lgamma(j + 1) - torch.lgamma(j + k + 1)
+    half = torch.exp(log_term - t).sum(dim=-1)  # (M, radius+1): exp(-t) I_k(t)
+    kernel = torch.cat((half.flip(1)[:, :-1], half), dim=1)
+    return kernel / kernel.sum(dim=1, keepdim=True)

@@ -1,0 +1,116 @@
+"""Loss functions: contrastive (InfoNCE, NCE, softmax-CE) and the masked reconstruction error.
+
+Pure functions of tensors. The contrastive ones follow the papers and reference code they name:
+MoCo (He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learning", eq. 1),
+instance discrimination with NCE (Wu et al. 2018, "Unsupervised Feature Learning via Non-Parametric
+Instance Discrimination", eqs. 6-8) and CMC's ``NCECriterion`` / ``NCESoftmaxLoss`` (Tian et al. 2020,
+"Contrastive Multiview Coding", github.com/HobbitLong/CMC).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["info_nce", "info_nce_logits", "masked_mse", "masked_error_split", "nce_loss", "softmax_ce"]
+
+
+def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
+    """MoCo's logits: the positive ``q . k`` first, then ``q . queue_j``, all divided by the temperature.
+
+    Args:
+        q: ``(N, D)`` L2-normalised queries.
+        k: ``(N, D)`` L2-normalised keys (the positives; no gradient is taken through them by MoCo).
+        queue: ``(K, D)`` L2-normalised negative keys.
+        temperature: the softmax temperature tau (0.07 in MoCo v1, 0.2 in v2).
+
+    Returns:
+        ``(N, 1 + K)`` logits; the positive is at index 0.
+    """
+    positive = (q * k).sum(dim=1, keepdim=True)
+    negative = q @ queue.to(q.dtype).t()
+    return torch.cat((positive, negative), dim=1) / temperature
+
+
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
+    """InfoNCE (MoCo eq. 1): ``-log exp(q.k/t) / sum_j exp(q.k_j/t)`` averaged over the batch.
+
+    Args:
+        q, k, queue, temperature: as in :func:`info_nce_logits`.
+
+    Returns:
+        Scalar loss (cross-entropy with the positive at index 0).
+    """
+    logits = info_nce_logits(q, k, queue, temperature)
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+
+def masked_mse(recon: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """Weighted mean squared error ``sum(w (r - t)^2) / sum(w)``, the weights broadcast over bands.
+
+    With the per-stamp mean-1 weights of :mod:`galmoco.data.masks` this equals ``mean(w (r - t)^2)``,
+    so it is on the scale of a plain MSE whatever the mask; dividing by ``sum(w)`` keeps that true for
+    any weights (all-zero weights give 0).
+
+    Args:
+        recon: ``(N, B, H, W)`` reconstruction (network space).
+        target: ``(N, B, H, W)`` target (network space).
+        weights: ``(N, 1, H, W)`` or ``(N, B, H, W)`` non-negative pixel weights.
+
+    Returns:
+        Scalar loss.
+    """
+    w = weights.to(recon.dtype).expand_as(recon)
+    return (w * (recon - target).square()).sum() / w.sum().clamp_min(torch.finfo(recon.dtype).tiny)
+
+
+def masked_error_split(recon: Tensor, target: Tensor, sky: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean squared error on source pixels and on sky pixels separately (all bands).
+
+    Args:
+        recon: ``(N, B, H, W)``.
+        target: ``(N, B, H, W)``.
+        sky: ``(N, H, W)`` or ``(N, 1, H, W)`` bool, True on sky.
+
+    Returns:
+        ``(mse_source, mse_sky)`` scalars; NaN for a class without pixels.
+    """
+    n, nb, h, w = recon.shape
+    error = (recon - target).square().mean(dim=1)  # (N, H, W): per pixel, averaged over bands
+    sky = sky.reshape(n, h, w).bool()
+    return error[~sky].mean(), error[sky].mean()
+
+
+def nce_loss(scores: Tensor, n_data: int, eps: float = 1e-7) -> Tensor:
+    """Noise-contrastive estimation loss of instance discrimination (Wu et al. 2018 eq. 6-8; CMC's
+    ``NCECriterion``): the positive must look like data, the K negatives like uniform noise ``1/n_data``.
+
+    Args:
+        scores: ``(N, 1 + K)`` probabilities ``exp(v . f / tau) / Z`` (already exponentiated and
+            normalised by Z), the positive at index 0.
+        n_data: the number of training images (the noise distribution is uniform over them).
+        eps: guards the logarithms.
+
+    Returns:
+        Scalar loss, summed over the positive and the negatives and averaged over the batch.
+    """
+    n, k1 = scores.shape
+    noise = (k1 - 1) / n_data  # K * P_noise
+    positive = scores[:, 0]
+    negative = scores[:, 1:]
+    log_d1 = torch.log(positive / (positive + noise + eps))
+    log_d0 = torch.log(noise / (negative + noise + eps))
+    return -(log_d1.sum() + log_d0.sum()) / n
+
+
+def softmax_ce(scores: Tensor) -> Tensor:
+    """CMC's ``NCESoftmaxLoss``: cross-entropy over ``(N, 1 + K)`` logits with the positive at index 0.
+
+    Args:
+        scores: ``(N, 1 + K)`` logits (similarities divided by the temperature, not exponentiated).
+
+    Returns:
+        Scalar loss averaged over the batch.
+    """
+    return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))

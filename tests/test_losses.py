@@ -1,0 +1,75 @@
+"""Contrastive and reconstruction losses against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from galmoco.losses import info_nce, info_nce_logits, masked_error_split, masked_mse, nce_loss, softmax_ce
+
+
+def test_info_nce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    queue = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    # logits / 0.5: row 0 [q.k, q.queue0, q.queue1] = [0.6, 0, -1]; row 1 [1, 1, 0]
+    logits = info_nce_logits(q, k, queue, temperature=0.5)
+    assert torch.allclose(logits, torch.tensor([[1.2, 0.0, -2.0], [2.0, 2.0, 0.0]]))
+    row0 = -1.2 + math.log(math.exp(1.2) + 1.0 + math.exp(-2.0))
+    row1 = -2.0 + math.log(2 * math.exp(2.0) + 1.0)
+    assert info_nce(q, k, queue, temperature=0.5).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_info_nce_gradient_and_default_temperature():
+    q = F.normalize(torch.randn(4, 8), dim=1).requires_grad_()
+    k = F.normalize(torch.randn(4, 8), dim=1)
+    queue = F.normalize(torch.randn(16, 8), dim=1)
+    loss = info_nce(q, k, queue)
+    logits = torch.cat(((q * k).sum(1, keepdim=True), q @ queue.t()), 1) / 0.07
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).item())
+    loss.backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_masked_mse_on_constructed_tensors():
+    recon = torch.zeros(1, 2, 2, 2)
+    target = torch.tensor([[[[1.0, 2.0], [0.0, 0.0]], [[3.0, 0.0], [0.0, 4.0]]]])
+    ones = torch.ones(1, 1, 2, 2)
+    assert masked_mse(recon, target, ones).item() == pytest.approx((1 + 4 + 9 + 16) / 8)
+    # only the top-left pixel counts: errors 1 and 9 in the two bands
+    top_left = torch.tensor([[[[4.0, 0.0], [0.0, 0.0]]]])  # mean-1 weights of that mask
+    assert masked_mse(recon, target, top_left).item() == pytest.approx((1 + 9) / 2)
+    plain_mean = (top_left * (recon - target) ** 2).mean().item()
+    assert masked_mse(recon, target, top_left).item() == pytest.approx(plain_mean)
+    per_band = torch.zeros(1, 2, 2, 2)
+    per_band[0, 1, 1, 1] = 1.0
+    assert masked_mse(recon, target, per_band).item() == pytest.approx(16.0)
+    assert masked_mse(recon, target, torch.zeros(1, 1, 2, 2)).item() == 0.0
+
+
+def test_masked_error_split():
+    recon = torch.zeros(2, 1, 2, 2)
+    target = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    sky = torch.tensor([[True, True], [False, False]]).expand(2, 2, 2)
+    source, sky_error = masked_error_split(recon, target, sky)
+    assert source.item() == pytest.approx((9 + 16) / 2) and sky_error.item() == pytest.approx((1 + 4) / 2)
+    source, _ = masked_error_split(recon, target, torch.ones(2, 1, 2, 2, dtype=torch.bool))
+    assert math.isnan(source.item())
+
+
+def test_nce_loss_by_hand():
+    scores = torch.tensor([[0.5, 0.1, 0.2]])  # K = 2 negatives, n_data = 4: K * P_noise = 0.5
+    expected = -(math.log(0.5 / 1.0) + math.log(0.5 / 0.6) + math.log(0.5 / 0.7))
+    assert nce_loss(scores, n_data=4, eps=0.0).item() == pytest.approx(expected, rel=1e-6)
+    batch = torch.tensor([[0.5, 0.1, 0.2], [0.9, 0.05, 0.05]])
+    second = -(math.log(0.9 / 1.4) + 2 * math.log(0.5 / 0.55))
+    assert nce_loss(batch, n_data=4, eps=0.0).item() == pytest.approx((expected + second) / 2, rel=1e-6)
+
+
+def test_softmax_ce_by_hand():
+    scores = torch.tensor([[2.0, 0.0, 1.0]])
+    expected = -2.0 + math.log(math.exp(2.0) + 1.0 + math.exp(1.0))
+    assert softmax_ce(scores).item() == pytest.approx(expected, rel=1e-6)
