@@ -1,0 +1,104 @@
+"""Training throughput on CPU: images/s of one training step for ae, moco and moco-ae, and of the data
+path alone (store reads + the two augmented views of MoCo; reads only for ae), in one run; the data
+path should be >= 5x the step it feeds. The step itself includes the augmentation (it runs on the
+training device), so the ratio measures how much of a step the data path would cost on its own.
+
+    python benchmarks/bench_train.py [--quick] [--threads N] [--batch-size B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from galmoco.config import TrainConfig
+from galmoco.io.store import CutoutDataset
+from galmoco.train.loop import _build, _prepare, epoch_batches
+
+
+def write_store(path: Path, n: int, size: int = 64, bands: str = "griz", seed: int = 0) -> Path:
+    """Random elliptical Gaussian galaxies with unit sky noise, stored as docs/architecture.md says."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    theta, q, r = rng.uniform(0, np.pi, n), rng.uniform(0.3, 1, n), rng.uniform(2, 6, n)
+    u = xx[None] * np.cos(theta)[:, None, None] + yy[None] * np.sin(theta)[:, None, None]
+    v = -xx[None] * np.sin(theta)[:, None, None] + yy[None] * np.cos(theta)[:, None, None]
+    profile = 30 * np.exp(-0.5 * ((u / r[:, None, None]) ** 2 + (v / (q * r)[:, None, None]) ** 2))
+    images = (profile[:, None] + rng.normal(0, 1, (n, len(bands), size, size))).astype(np.float32)
+    catalog = np.zeros(n, dtype=[("id", "S16"), ("ra", "f8"), ("dec", "f8"), ("source", "S8"),
+                                 ("n_bad_pixels", "i4"), ("padded", "?")])
+    catalog["id"] = [f"g{i}".encode() for i in range(n)]
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("images", data=images, chunks=(1, len(bands), size, size))
+        h5.create_dataset("weights", data=np.ones_like(images), chunks=(1, len(bands), size, size))
+        h5.create_dataset("catalog", data=catalog)
+        h5.attrs.update({"bands": bands, "units": "counts", "pixel_scale": 0.263, "zeropoint": 30.0,
+                         "galmoco_version": "bench", "complete": True})
+    return path
+
+
+def bench(store: Path, objective: str, batch_size: int, steps: int) -> tuple[float, float]:
+    """(images/s of the training step, images/s of the data path) for ``objective``."""
+    cfg = TrainConfig(objective=objective, batch_size=batch_size, device="cpu", epochs=1, label_column="")
+    cfg, info = _prepare(cfg, store)
+    objective_, optimizer, _, generator = _build(cfg, info, torch.device("cpu"), steps)
+    loader = DataLoader(CutoutDataset(store, info["train_idx"], info["fields"]),
+                        batch_sampler=epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1])
+    batches = []
+    t = time.perf_counter()
+    views = 2 if cfg.contrastive else 0  # ae reconstructs the stored stamp: no augmentation
+    for batch in loader:  # the data path: store reads, then the augmented views the step uses
+        if views:  # as MocoObjective does: both views in one call
+            objective_.augment(torch.cat([batch["image"]] * views), generator=generator)
+        batches.append({k: v for k, v in batch.items() if k != "index"})
+    data_rate = len(batches) * batch_size / (time.perf_counter() - t)
+    objective_.train()
+    for i, batch in enumerate(batches):
+        if i == 1:  # the first step is warm-up
+            t = time.perf_counter()
+        loss = objective_(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (len(batches) - 1) * batch_size / (time.perf_counter() - t), data_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = 3 if args.quick else 10
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_store(Path(tmp) / "bench.h5", n=(steps + 1) * args.batch_size + 64)
+        for objective in ("ae", "moco", "moco-ae"):
+            step_rate, data_rate = bench(store, objective, args.batch_size, steps)
+            rows.append((objective, step_rate, data_rate))
+    print(f"### bench_train ({datetime.date.today()})\n")
+    print(f"- machine: {platform.platform()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {args.threads} threads")
+    print(f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`")
+    print("- default conv encoder/decoder, 4x64x64 stamps, latent 128, batch "
+          f"{args.batch_size}, {steps} timed steps\n")
+    print("| objective | step images/s | data path images/s | data / step |")
+    print("|---|---:|---:|---:|")
+    for objective, step_rate, data_rate in rows:
+        print(f"| {objective} | {step_rate:.0f} | {data_rate:.0f} | {data_rate / step_rate:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""Training configuration: dataclasses with defaults, validation, and YAML load/save.
+
+A :class:`TrainConfig` composes the model, MoCo and optimiser settings defined here with the data
+layer's :class:`~galmoco.data.normalize.NormalizeConfig`, :class:`~galmoco.data.masks.MaskConfig`
+and :class:`~galmoco.data.augment.AugmentConfig`. The MoCo v2 switches of the official recipe map to
+nested fields: ``--mlp`` is ``model.head = "mlp"``, ``--aug-plus`` is ``augment.aug_plus``, ``--cos``
+is ``optim.cosine``. Only this module and the layers after ``data`` import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from galmoco.data.augment import AugmentConfig
+from galmoco.data.masks import MaskConfig
+from galmoco.data.normalize import NormalizeConfig
+from galmoco.errors import GalmocoError
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "OBJECTIVES",
+    "ModelConfig",
+    "MocoConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "auto_queue_size",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+#: training objectives: reconstruction only, contrastive only, and the two combined
+OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae")
+#: queue size used when ``moco.queue_size`` is unset and the training set is large enough
+DEFAULT_QUEUE_SIZE = 4096
+#: batch size the base learning rate refers to (linear scaling rule, Goyal et al. 2017)
+REFERENCE_BATCH = 256
+
+
+@dataclass
+class ModelConfig:
+    """Network shape.
+
+    Attributes:
+        arch: ``"conv"`` (small, CPU-friendly), ``"resnet18"`` or ``"resnet50"`` (3x3 stem, no max-pool).
+        latent_dim: size of the latent vector that ``embed`` writes.
+        widths: channels of the conv encoder's stride-2 stages (mirrored by the decoder, also for the
+            ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
+        head: projection head, ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
+        proj_dim: output size of the projection head.
+    """
+
+    arch: str = "conv"
+    latent_dim: int = 128
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    head: str = "linear"
+    proj_dim: int = 128
+
+
+@dataclass
+class MocoConfig:
+    """Momentum contrast settings.
+
+    Attributes:
+        queue_size: negatives in the queue; ``None`` picks ``min(4096, largest multiple of the batch
+            size <= half the training set)`` so positives rarely sit in the queue as negatives.
+        momentum: key encoder momentum ``m``.
+        temperature: InfoNCE temperature: 0.07 (MoCo v1); use 0.2 with ``head: mlp`` (v2).
+        shuffle_bn: split-BN over ``bn_splits`` sub-batches plus a shuffled key batch, so BN cannot
+            leak the positive pair on one device.
+        bn_splits: sub-batches of the split BN (the official single-GPU demo uses 8); the batch size
+            must be a multiple of it.
+        key_bn_buffers: ``"own"`` (official: the momentum update covers parameters only, the key
+            encoder's BN buffers are its own) or ``"momentum"`` (BN buffers averaged too).
+    """
+
+    queue_size: int | None = None
+    momentum: float = 0.999
+    temperature: float = 0.07
+    shuffle_bn: bool = True
+    bn_splits: int = 8
+    key_bn_buffers: str = "own"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule.
+
+    Attributes:
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, as MoCo).
+        lr: base learning rate for a batch of 256; the rate used is ``lr * batch_size / 256`` (linear
+            scaling rule). ``None``: 1e-3 for AdamW, 0.03 for SGD (MoCo's value).
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        warmup_epochs: linear warm-up from 0, in epochs (fractional allowed).
+        cosine: cosine decay to 0 (MoCo v2 ``--cos``); otherwise step decay x0.1 at 60% and 80% of
+            the epochs (MoCo v1's 120/160 of 200).
+    """
+
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    cosine: bool = False
+
+    def base_lr(self) -> float:
+        """The learning rate for a batch of 256."""
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.optimizer == "adamw" else 0.03
+
+    def scaled_lr(self, batch_size: int) -> float:
+        """``base_lr() * batch_size / 256``: the peak rate actually used."""
+        return self.base_lr() * batch_size / REFERENCE_BATCH
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as ``RUN_DIR/config.yaml`` and in every checkpoint.
+
+    Attributes:
+        objective: ``"ae"``, ``"moco"`` or ``"moco-ae"``.
+        alpha: weight of the InfoNCE term (moco-ae).
+        beta: weight of the masked reconstruction term (moco-ae).
+        epochs: passes over the training split.
+        batch_size: images per step (the last incomplete batch of an epoch is dropped).
+        seed: seeds weights, data order, augmentations and the held-out split.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
+        num_workers: DataLoader processes reading the store (augmentation runs on the device).
+        num_threads: CPU threads for torch during the run (restored afterwards); ``None`` keeps torch's
+            default (one per core). On a busy shared machine 1 can be several times faster, because
+            idle-spinning OpenMP threads then compete with other processes.
+        val_fraction: held out for the kNN monitor when ``label_column`` is in the catalogue.
+        label_column: catalogue column whose classes the kNN monitor predicts.
+        sky_sigma: per-band sky noise (flux units); ``None`` estimates it from the store.
+    """
+
+    objective: str = "moco-ae"
+    alpha: float = 1.0
+    beta: float = 1.0
+    epochs: int = 50
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    num_threads: int | None = None
+    val_fraction: float = 0.1
+    label_column: str = "class"
+    sky_sigma: tuple[float, ...] | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moco: MocoConfig = field(default_factory=MocoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def contrastive(self) -> bool:
+        """Whether the objective has an InfoNCE term (and so a head, key encoder and queue)."""
+        return self.objective in ("moco", "moco-ae")
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the objective has a decoder."""
+        return self.objective in ("ae", "moco-ae")
+
+    def validate(self) -> TrainConfig:
+        """Check values; returns ``self``. Raises GalmocoError naming the option."""
+        checks = [
+            (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
+            (self.model.arch in ("conv", "resnet18", "resnet50"), "model.arch", "conv, resnet18 or resnet50"),
+            (self.model.head in ("linear", "mlp"), "model.head", "linear or mlp"),
+            (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
+            (len(self.model.widths) > 0, "model.widths", "at least one stage"),
+            (self.optim.optimizer in ("adamw", "sgd"), "optim.optimizer", "adamw or sgd"),
+            (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
+            (self.epochs >= 1, "epochs", "at least 1"),
+            (self.batch_size >= 2, "batch_size", "at least 2"),
+            (0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1)"),
+            (0.0 <= self.moco.momentum < 1.0, "moco.momentum", "in [0, 1)"),
+            (self.moco.temperature > 0, "moco.temperature", "positive"),
+            (self.moco.key_bn_buffers in ("own", "momentum"), "moco.key_bn_buffers", "own or momentum"),
+            (self.moco.queue_size is None or self.moco.queue_size >= 1, "moco.queue_size", "positive"),
+            (self.num_workers >= 0, "num_workers", "0 or more"),
+            (self.num_threads is None or self.num_threads >= 1, "num_threads", "at least 1"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise GalmocoError(
+                    f"config option {name}: bad value {_value(self, name)!r}; expected {expected}")
+        if self.contrastive and self.moco.shuffle_bn and self.batch_size % self.moco.bn_splits:
+            raise GalmocoError(
+                f"config option batch_size: {self.batch_size} is not a multiple of moco.bn_splits "
+                f"({self.moco.bn_splits}), which split-BN needs; change one of them or set "
+                "moco.shuffle_bn false"
+            )
+        return self
+
+
+def _value(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def auto_queue_size(n_train: int, batch_size: int, default: int = DEFAULT_QUEUE_SIZE) -> int:
+    """The default queue size: ``min(default, largest multiple of batch_size <= n_train / 2)``, at least
+    one batch.
+
+    Args:
+        n_train: training-set size (objects).
+        batch_size: images per step.
+        default: upper bound.
+    """
+    return max(batch_size, min(default, (n_train // 2 // batch_size) * batch_size))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as nested dicts of YAML/torch-safe primitives (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(config)
+
+
+def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "config") -> Any:
+    """Build a (nested) config dataclass from a dict; missing keys keep their defaults.
+
+    Args:
+        data: mapping as written by :func:`config_to_dict` (or a hand-written YAML file).
+        cls: dataclass to build.
+        where: name of the source for error messages (a file name).
+
+    Raises:
+        GalmocoError: naming unknown keys (with their dotted path) and the valid ones.
+    """
+    return _build(cls, data, where, "")
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise GalmocoError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
+    defaults = cls()
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise GalmocoError(
+            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' under ' + prefix.rstrip('.') if prefix else ''} are {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, where, f"{prefix}{key}.")
+        else:
+            value = _check_type(value, default, where, prefix + key)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, default: Any, where: str, name: str) -> Any:
+    """``value`` converted to the kind of ``default`` (lists to tuples, ints to floats), or GalmocoError."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise GalmocoError(f"{where}: {name} must be {kind.__name__}, got {value!r}")
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with dotted keys replaced (``{"optim.lr": 0.01}``); ``None`` values are skipped.
+
+    Raises:
+        GalmocoError: for a key that is not a config field.
+    """
+    data = config_to_dict(config)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise GalmocoError(f"unknown config option {dotted!r}")
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return config_from_dict(data, where="command-line options")
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML file written by :func:`save_config` or by hand (any subset of the keys).
+
+    Raises:
+        GalmocoError: when the file is missing, is not YAML, or has unknown keys.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise GalmocoError(f"{path}: cannot read config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise GalmocoError(f"{path}: not valid YAML: {exc}") from exc
+    return config_from_dict(data or {}, where=str(path))
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write ``config`` as YAML, atomically; returns the path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(config_to_dict(config), fh, sort_keys=False)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,84 @@
+"""GalaxyModel: the trained network as the rest of galmoco sees it (normalise, encode, project, decode)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from galmoco.config import TrainConfig
+from galmoco.data.normalize import Normalizer
+from galmoco.errors import GalmocoError
+from galmoco.models.decoders import ConvDecoder
+from galmoco.models.encoders import build_encoder
+from galmoco.models.heads import ProjectionHead
+
+__all__ = ["GalaxyModel"]
+
+
+class GalaxyModel(nn.Module):
+    """Normaliser, encoder, and (by objective) projection head and decoder.
+
+    The key encoder and queue of MoCo are training state and live in the objective
+    (``galmoco.train.objectives``), not here: this module is what ``embed`` and the analyses load.
+
+    Args:
+        config: the run's configuration (``config.model``, ``config.normalize``, ``config.objective``).
+        bands: band names of the store, e.g. ``("g", "r", "i", "z")``.
+        image_size: stamp side in pixels.
+        sky_sigma: per-band sky noise in flux units (the normaliser's softening scale).
+
+    Attributes:
+        config, bands, image_size, latent_dim; ``head`` and ``decoder`` are ``None`` when the
+        objective has no contrastive / reconstruction term.
+    """
+
+    def __init__(self, config: TrainConfig, bands: Sequence[str], image_size: int,
+                 sky_sigma: Sequence[float]) -> None:
+        super().__init__()
+        self.config = config
+        self.bands = tuple(bands)
+        self.image_size = int(image_size)
+        self.latent_dim = config.model.latent_dim
+        m = config.model
+        n_bands = len(self.bands)
+        self.normalizer = Normalizer(config.normalize, np.asarray(sky_sigma, dtype=np.float32))
+        self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths)
+        self.head = ProjectionHead(m.latent_dim, m.proj_dim, m.head) if config.contrastive else None
+        self.decoder = (ConvDecoder(n_bands, m.latent_dim, m.widths, self.image_size)
+                        if config.reconstructs else None)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw store images ``(N, B, H, W)`` (flux units) to the network's input space."""
+        return self.normalizer(images)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw store images ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)``."""
+        return self.encoder(self.normalize(images))
+
+    def project(self, latent: torch.Tensor) -> torch.Tensor:
+        """The projection head's L2-normalised output for latents ``(N, latent_dim)``.
+
+        Raises:
+            GalmocoError: when the objective had no contrastive head (``ae``).
+        """
+        if self.head is None:
+            raise GalmocoError(
+                f"a model trained with objective {self.config.objective!r} has no projection head")
+        return self.head(latent)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latents ``(N, latent_dim)`` to images ``(N, B, H, W)`` in the normalised space.
+
+        Raises:
+            GalmocoError: when the objective had no decoder (``moco``).
+        """
+        if self.decoder is None:
+            raise GalmocoError(f"a model trained with objective {self.config.objective!r} has no decoder")
+        return self.decoder(latent)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw store images to their reconstruction in the normalised space (compare with ``normalize``)."""
+        return self.decode(self.encode(images))

@@ -1,0 +1,48 @@
+"""Encoders, decoder and heads: shapes, the ResNet adaptation, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from galmoco.errors import GalmocoError
+from galmoco.models.decoders import ConvDecoder
+from galmoco.models.encoders import ConvEncoder, build_encoder, resnet_encoder
+from galmoco.models.heads import ProjectionHead
+
+
+def test_conv_encoder_and_decoder_shapes():
+    enc = ConvEncoder(4, 128, (16, 32, 64, 128))
+    dec = ConvDecoder(4, 128, (16, 32, 64, 128), 64)
+    x = torch.randn(3, 4, 64, 64)
+    z = enc(x)
+    assert z.shape == (3, 128)
+    assert dec(z).shape == (3, 4, 64, 64)
+    assert ConvEncoder(4, 16, (8, 16))(torch.randn(2, 4, 32, 32)).shape == (2, 16)
+
+
+def test_decoder_rejects_indivisible_size():
+    with pytest.raises(GalmocoError, match="divisible by 16"):
+        ConvDecoder(4, 8, (8, 8, 8, 8), 40)
+
+
+def test_resnet18_adapted_to_bands_and_small_stamps():
+    net = resnet_encoder("resnet18", 5, 64)
+    assert net.conv1.in_channels == 5 and net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, nn.Identity)
+    assert net(torch.randn(2, 5, 32, 32)).shape == (2, 64)
+
+
+def test_build_encoder_unknown_arch():
+    with pytest.raises(GalmocoError, match="model.arch"):
+        build_encoder("vgg", 4, 8, (8,))
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_heads_are_l2_normalised(kind):
+    head = ProjectionHead(16, 8, kind)
+    out = head(torch.randn(5, 16))
+    assert out.shape == (5, 8)
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-6)
+    assert isinstance(head.net, nn.Linear) == (kind == "linear")

@@ -1,0 +1,62 @@
+"""TrainConfig: YAML round trip, unknown keys, overrides, validation, the automatic queue size."""
+
+from __future__ import annotations
+
+import pytest
+
+from galmoco.config import TrainConfig, apply_overrides, auto_queue_size, load_config, save_config
+from galmoco.errors import GalmocoError
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(TrainConfig(), {"model.widths": (8, 16), "optim.lr": 0.5, "mask.rule": "positive",
+                                          "sky_sigma": (1.0, 2.0)})
+    path = save_config(cfg, tmp_path / "c.yaml")
+    back = load_config(path)
+    assert back == cfg
+    assert back.model.widths == (8, 16) and back.sky_sigma == (1.0, 2.0)
+
+
+def test_partial_yaml_keeps_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 3\nmoco:\n  temperature: 0.2\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.epochs == 3 and cfg.moco.temperature == 0.2 and cfg.batch_size == TrainConfig().batch_size
+
+
+def test_unknown_keys_are_named(tmp_path):
+    (tmp_path / "c.yaml").write_text("epoch: 3\nmoco:\n  temprature: 0.2\n")
+    with pytest.raises(GalmocoError, match=r"c.yaml: unknown key\(s\) epoch"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("moco:\n  temprature: 0.2\n")
+    with pytest.raises(GalmocoError, match=r"moco.temprature; valid keys under moco are queue_size"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_wrong_types_are_named(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: ten\n")
+    with pytest.raises(GalmocoError, match="c.yaml: epochs must be int, got 'ten'"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("moco:\n  shuffle_bn: 1\n  temperature: 1\n")
+    with pytest.raises(GalmocoError, match="moco.shuffle_bn must be bool"):
+        load_config(tmp_path / "d.yaml")
+    assert apply_overrides(TrainConfig(), {"moco.temperature": 1}).moco.temperature == 1.0
+
+
+def test_validate_names_the_option():
+    with pytest.raises(GalmocoError, match="objective"):
+        TrainConfig(objective="simclr").validate()
+    with pytest.raises(GalmocoError, match="bn_splits"):
+        TrainConfig(batch_size=36).validate()
+    TrainConfig(batch_size=36, objective="ae").validate()  # no split-BN without a contrastive term
+
+
+def test_auto_queue_size():
+    assert auto_queue_size(100_000, 256) == 4096
+    assert auto_queue_size(1000, 128) == 384  # largest multiple of 128 <= 500
+    assert auto_queue_size(100, 64) == 64  # at least one batch
+
+
+def test_lr_scaling_rule():
+    cfg = TrainConfig()
+    assert cfg.optim.scaled_lr(512) == pytest.approx(2e-3)
+    assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).optim.scaled_lr(256) == pytest.approx(0.03)
