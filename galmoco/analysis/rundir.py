@@ -1,0 +1,147 @@
+"""The files the analysis keeps in a training run directory, read when present and computed when not.
+
+```
+RUN_DIR/embeddings.parquet        galmoco embed (with --transforms); .fits/.h5 are found too
+RUN_DIR/placement_ranks.fits      galmoco placement: id + one rank column per transform (meta METRIC)
+RUN_DIR/placement_summary.csv     galmoco placement: one row per transform (placement_summary)
+RUN_DIR/probes.csv                galmoco probe
+RUN_DIR/reconstruction.csv        masked reconstruction error (one row: source_mse, sky_mse, ...)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from galmoco.analysis.placement import placement_summary, placement_table
+from galmoco.analysis.probes import run_probes
+from galmoco.data.masks import MaskConfig
+from galmoco.embed import TABLE_SUFFIXES, embed_store, read_embeddings, write_table
+from galmoco.errors import GalmocoError
+
+__all__ = [
+    "EMBEDDINGS", "PLACEMENT_RANKS", "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
+    "default_probe_columns", "ensure_embeddings", "ensure_placement", "ensure_probes",
+    "ensure_reconstruction", "exclude_rows", "find_embeddings", "write_placement",
+]
+
+EMBEDDINGS = "embeddings.parquet"
+PLACEMENT_RANKS = "placement_ranks.fits"
+PLACEMENT_SUMMARY = "placement_summary.csv"
+PROBES = "probes.csv"
+RECONSTRUCTION = "reconstruction.csv"
+#: catalogue bookkeeping columns that are never probe targets
+_NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
+
+
+def find_embeddings(run_dir: str | Path) -> Path | None:
+    """``RUN_DIR/embeddings.<parquet|fits|h5|hdf5>``, the first that exists, else None."""
+    for suffix in TABLE_SUFFIXES:
+        path = Path(run_dir) / f"embeddings{suffix}"
+        if suffix != ".csv" and path.is_file():
+            return path
+    return None
+
+
+def ensure_embeddings(
+    run_dir: str | Path, store: str | Path | None = None, device: str = "auto"
+) -> Path | None:
+    """The run's embeddings table; embedded now (with the 7 transforms) when missing and ``store`` given."""
+    found = find_embeddings(run_dir)
+    if found is not None or store is None:
+        return found
+    return embed_store(run_dir, store, Path(run_dir) / EMBEDDINGS, transforms=True, device=device)
+
+
+def exclude_rows(table: Table, column: str | None, value: str | None) -> np.ndarray | None:
+    """Rows where ``column == value`` (compared as strings), e.g. ``class == "empty"``; None when unset."""
+    if column is None:
+        return None
+    if column not in table.colnames:
+        raise GalmocoError(f"--exclude-column {column!r} is not a column of the embeddings table")
+    return np.asarray(table[column]).astype(str) == str(value)
+
+
+def write_placement(
+    embeddings: Table, out_dir: str | Path, metric: str = "l1", transforms: Sequence[str] | None = None,
+    exclude_column: str | None = None, exclude_value: str | None = None, chunk: int | None = None,
+) -> tuple[Table, Table]:
+    """Rank every transform and write ``placement_ranks.fits`` and ``placement_summary.csv`` to ``out_dir``.
+
+    Returns:
+        ``(ranks, summary)`` tables (see :mod:`galmoco.analysis.placement`).
+    """
+    exclude = exclude_rows(embeddings, exclude_column, exclude_value)
+    ranks = placement_table(embeddings, metric, transforms, exclude, chunk)
+    summary = placement_summary(ranks)
+    ranks.meta = {"METRIC": metric, "NEXCL": ranks.meta["n_excluded"]}  # short keys: FITS header cards
+    write_table(ranks, Path(out_dir) / PLACEMENT_RANKS)
+    write_table(summary, Path(out_dir) / PLACEMENT_SUMMARY)
+    return ranks, summary
+
+
+def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path | None = None,
+                     device: str = "auto", **kwargs) -> tuple[Table, Table] | None:
+    """Placement of a run with ``metric``: read when written with that metric, else computed if possible."""
+    run_dir = Path(run_dir)
+    ranks_path, summary_path = run_dir / PLACEMENT_RANKS, run_dir / PLACEMENT_SUMMARY
+    if ranks_path.is_file() and summary_path.is_file():
+        summary = Table.read(summary_path, format="ascii.csv")
+        if len(summary) and str(summary["metric"][0]) == metric:
+            return read_embeddings(ranks_path), summary
+    emb = ensure_embeddings(run_dir, store, device)
+    if emb is None:
+        return None
+    return write_placement(read_embeddings(emb), run_dir, metric, **kwargs)
+
+
+def default_probe_columns(table: Table) -> list[str]:
+    """Every scalar catalogue column but the bookkeeping ones (id, ra, dec, source, ...) and vectors."""
+    return [c for c in table.colnames
+            if c not in _NOT_PROBED and table[c].ndim == 1 and not c.startswith(("latent", "projection"))]
+
+
+def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, store: str | Path | None = None,
+                  device: str = "auto") -> Table | None:
+    """The run's ``probes.csv``; computed from its embeddings when missing (default columns: all truth)."""
+    path = Path(run_dir) / PROBES
+    if path.is_file():
+        return Table.read(path, format="ascii.csv")
+    emb = ensure_embeddings(run_dir, store, device)
+    if emb is None:
+        return None
+    table = read_embeddings(emb)
+    columns = list(columns) if columns else default_probe_columns(table)
+    if not columns:
+        return None
+    probes = run_probes(table, columns=columns)
+    write_table(probes, path)
+    return probes
+
+
+def ensure_reconstruction(run_dir: str | Path, store: str | Path | None = None,
+                          mask_config: MaskConfig | None = None, device: str = "auto") -> Table | None:
+    """The run's ``reconstruction.csv``; computed when missing and ``store`` given.
+
+    Returns None without a store or when the model has no decoder.
+    """
+    from galmoco.analysis.reconstruction import reconstruction_errors
+
+    path = Path(run_dir) / RECONSTRUCTION
+    if path.is_file():
+        return Table.read(path, format="ascii.csv")
+    if store is None:
+        return None
+    try:
+        errors = reconstruction_errors(run_dir, store, mask_config, device=device)
+    except GalmocoError as exc:
+        if "no decoder" in str(exc):
+            return None
+        raise
+    table = Table(rows=[errors])
+    write_table(table, path)
+    return table

@@ -1,0 +1,61 @@
+"""galmoco.embed: embedding a store equals calling the model directly, for every table format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from galmoco.data.transforms import TRANSFORMS, apply_symmetry
+from galmoco.embed import embed_store, read_embeddings, write_table
+from galmoco.errors import GalmocoError
+from galmoco.io.store import CutoutStore, read_catalog
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".fits", ".h5"])
+def test_embed_equals_direct_model_call(tmp_path, store_path, model, suffix):
+    out = embed_store(model, store_path, tmp_path / f"emb{suffix}", transforms=True, with_projection=True,
+                      batch_size=20, device="cpu")  # 20 does not divide 48: a short last batch
+    table = read_embeddings(out)
+    with CutoutStore(store_path) as store:
+        images = torch.from_numpy(store.images[:])
+    with torch.inference_mode():
+        latent = model.encode(images).numpy()
+        projection = model.project(model.encode(images)).numpy()
+        flipped = {t: model.encode(apply_symmetry(images, t)).numpy() for t in TRANSFORMS}
+    assert table["latent"].shape == (48, 8) and table["latent"].dtype == np.float32
+    np.testing.assert_allclose(table["latent"], latent, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(table["projection"], projection, rtol=0, atol=1e-6)
+    for t in TRANSFORMS:
+        np.testing.assert_allclose(table[f"latent_{t}"], flipped[t], rtol=0, atol=1e-6)
+    catalog = read_catalog(store_path)
+    assert list(table["id"]) == list(catalog["id"]) and table["id"][0] == "obj000"
+    np.testing.assert_array_equal(table["ra"], catalog["ra"])
+    assert list(table["class"]) == list(catalog["class"])
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_embed_without_extras_has_only_latent(tmp_path, store_path, model):
+    table = read_embeddings(embed_store(model, store_path, tmp_path / "e.parquet", device="cpu"))
+    assert "latent" in table.colnames
+    assert not [c for c in table.colnames if c.startswith("latent_") or c == "projection"]
+
+
+def test_bad_inputs_name_the_problem(tmp_path, store_path, model):
+    with pytest.raises(GalmocoError, match="unknown table format"):
+        embed_store(model, store_path, tmp_path / "e.txt", device="cpu")
+    with pytest.raises(GalmocoError, match="batch-size"):
+        embed_store(model, store_path, tmp_path / "e.fits", batch_size=0, device="cpu")
+    with pytest.raises(GalmocoError, match="checkpoint not found"):
+        embed_store(tmp_path / "missing.pt", store_path, tmp_path / "e.fits", device="cpu")
+
+
+def test_write_table_is_atomic_on_failure(tmp_path):
+    from astropy.table import Table
+
+    path = tmp_path / "t.fits"
+    write_table(Table({"a": [1, 2]}), path)
+    with pytest.raises(Exception):  # noqa: B017 - an object column cannot be written to FITS
+        write_table(Table({"a": np.array([object(), object()])}), path)
+    assert list(read_embeddings(path)["a"]) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.fits"]
