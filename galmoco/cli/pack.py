@@ -55,6 +55,8 @@ def pack(sources: tuple[Path, ...], out: Path, bands: str, size: int | None, pad
 
     Example: galmoco pack data/job123 -o dataset.h5 --bands griz --size 64 --pad
     """
+    if pad and size is None:
+        raise click.UsageError("--pad needs --size N (the side the cutouts were requested with)")
     result = pack_cutouts(sources, out, bands=bands, size=size, pad=pad, workers=workers, resume=resume,
                           strict=strict, catalog=catalog, catalog_id_column=catalog_id_column)
     resumed = f" ({result.n_resumed} from the interrupted run)" if result.n_resumed else ""

@@ -325,6 +325,8 @@ def pack_cutouts(sources: str | Path | Iterable[str | Path], out: str | Path,
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise GalmocoError(f"workers={workers}: must be at least 1")
+    if pad and size is None:  # the first object read could itself be trimmed: padding needs the real side
+        raise GalmocoError("pad needs size: give the side the cutouts were requested with (--size N)")
     partial_path = out.with_name(out.name + ".partial")
     if partial_path.exists() and not resume:
         raise GalmocoError(f"{partial_path}: an interrupted pack is here; continue it with --resume "

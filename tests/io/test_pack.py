@@ -197,3 +197,12 @@ def test_cli_summary_and_exit_codes(tmp_path, writers, capsys):
         assert code == 2, (option, err)
     code, _, err = _cli(capsys, tmp_path / "nope", "-o", tmp_path / "u.h5")
     assert code == 1 and "nope: no such file or folder" in err
+    code, _, err = _cli(capsys, tmp_path / "job", "-o", tmp_path / "u.h5", "--pad")
+    assert code == 2 and "--pad needs --size" in err and not (tmp_path / "u.h5").exists()
+
+
+def test_pad_needs_a_size(tmp_path, writers):
+    _job(tmp_path / "job", writers, 2)
+    with pytest.raises(GalmocoError, match="pad needs size"):
+        pack_cutouts(tmp_path / "job", tmp_path / "d.h5", pad=True, workers=1)
+    assert not list(tmp_path.glob("d.h5*"))
