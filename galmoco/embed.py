@@ -102,11 +102,12 @@ def write_table(table: Table, path: str | Path) -> Path:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            cols = {
-                name: _vector_arrow(np.asarray(table[name])) if table[name].ndim == 2 else pa.array(
-                    np.asarray(table[name]))
-                for name in table.colnames
-            }
+            def native(name: str) -> np.ndarray:  # arrow refuses byte-swapped (e.g. FITS) arrays
+                data = np.asarray(table[name])
+                return data.astype(data.dtype.newbyteorder("=")) if data.dtype.byteorder == ">" else data
+
+            cols = {name: _vector_arrow(native(name)) if table[name].ndim == 2 else pa.array(native(name))
+                    for name in table.colnames}
             meta = {str(k): str(v) for k, v in table.meta.items()}
             pq.write_table(pa.table(cols, metadata=meta), tmp)
         elif fmt == "hdf5":

@@ -176,7 +176,7 @@ def join_catalog(rows: np.ndarray, table: Table, id_column: str = "id") -> np.nd
         col = table[name]
         data = np.asarray(col.filled(_fill(col.dtype)) if getattr(col, "mask", None) is not None else col)
         kind_str = data.dtype.kind in "USO"
-        dtype = _STR if kind_str else data.dtype
+        dtype = _STR if kind_str else data.dtype.newbyteorder("=")  # FITS tables are big-endian
         out = np.full((len(rows), *data.shape[1:]), _fill(data.dtype), dtype=object if kind_str else dtype)
         out[found] = data[match[found]].astype(str) if kind_str else data[match[found]]
         key = f"{name}_catalog" if name in BASE_DTYPE.names or name == "in_catalog" else name

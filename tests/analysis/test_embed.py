@@ -59,3 +59,12 @@ def test_write_table_is_atomic_on_failure(tmp_path):
         write_table(Table({"a": np.array([object(), object()])}), path)
     assert list(read_embeddings(path)["a"]) == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["t.fits"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".fits", ".h5"])
+def test_write_table_takes_big_endian_columns(tmp_path, suffix):
+    from astropy.table import Table
+
+    table = Table({"x": np.array([1.5, -2.0], ">f8"), "v": np.arange(6, dtype=">f4").reshape(2, 3)})
+    back = read_embeddings(write_table(table, tmp_path / f"t{suffix}"))
+    assert list(back["x"]) == [1.5, -2.0] and back["v"].tolist() == [[0, 1, 2], [3, 4, 5]]

@@ -12,6 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from astropy.table import Table
 
 from galmoco.cli import main
 from galmoco.errors import GalmocoError
@@ -99,6 +100,12 @@ def test_catalog_join(tmp_path, writers):
     assert list(table["mag"][[0, 2]]) == [19.0, 21.5] and np.isnan(table["mag"][1])
     assert list(table["kind"]) == ["elliptical", "", "spiral"]
     assert list(table["ra_catalog"][[0, 2]]) == [2.0, 1.0] and table["ra"][0] == pytest.approx(10.0)
+    fits_cat = tmp_path / "truth.fits"  # FITS tables are big-endian; the store keeps native order
+    Table({"id": ["DESJ00001"], "size": np.array([2.5], ">f8"), "n": np.array([3], ">i8")}).write(fits_cat)
+    pack_cutouts(tmp_path / "job", tmp_path / "f.h5", workers=1, catalog=fits_cat)
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["catalog"].dtype["size"] == np.dtype("=f8") and f["catalog"].dtype["n"] == np.dtype("=i8")
+    assert list(read_catalog(tmp_path / "f.h5")["n"]) == [-1, 3, -1]
     with pytest.raises(GalmocoError, match=r"truth\.csv: no id column 'id'"):
         pack_cutouts(tmp_path / "job", tmp_path / "e.h5", catalog=cat)
     cat.write_text("id,mag\nA,1\nB,2\nA,3\n")
