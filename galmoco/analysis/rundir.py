@@ -24,7 +24,7 @@ from galmoco.embed import TABLE_SUFFIXES, embed_store, read_embeddings, write_ta
 from galmoco.errors import GalmocoError
 
 __all__ = [
-    "EMBEDDINGS", "PLACEMENT_RANKS", "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
+    "EMBEDDINGS", "PHYSICAL_COLUMNS", "PLACEMENT_RANKS", "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
     "default_probe_columns", "ensure_embeddings", "ensure_placement", "ensure_probes",
     "ensure_reconstruction", "exclude_rows", "find_embeddings", "write_placement",
 ]
@@ -34,6 +34,8 @@ PLACEMENT_RANKS = "placement_ranks.fits"
 PLACEMENT_SUMMARY = "placement_summary.csv"
 PROBES = "probes.csv"
 RECONSTRUCTION = "reconstruction.csv"
+#: what the latent space should know about a galaxy (columns of the simulator's truth catalogue)
+PHYSICAL_COLUMNS = ("class", "hlr_arcsec", "sersic_n", "bulge_frac", "e1", "e2", "mag_i", "n_clumps")
 #: catalogue bookkeeping columns that are never probe targets
 _NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
 
@@ -100,9 +102,15 @@ def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path 
 
 
 def default_probe_columns(table: Table) -> list[str]:
-    """Every scalar catalogue column but the bookkeeping ones (id, ra, dec, source, ...) and vectors."""
+    """The physical parameters of the simulator's truth (:data:`PHYSICAL_COLUMNS`) that the table has;
+    without any, every scalar column with at least two distinct values but the bookkeeping ones
+    (id, ra, dec, source, ...) and vectors."""
+    physical = [c for c in PHYSICAL_COLUMNS if c in table.colnames]
+    if physical:
+        return physical
     return [c for c in table.colnames
-            if c not in _NOT_PROBED and table[c].ndim == 1 and not c.startswith(("latent", "projection"))]
+            if c not in _NOT_PROBED and table[c].ndim == 1 and not c.startswith(("latent", "projection"))
+            and len(np.unique(np.asarray(table[c]))) >= 2]
 
 
 def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, store: str | Path | None = None,

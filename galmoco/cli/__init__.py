@@ -76,6 +76,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader reports CPU features at INFO
 
 
 def main(argv: list[str] | None = None) -> None:
