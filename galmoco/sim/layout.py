@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -99,28 +100,21 @@ def _card(key: str, value: object) -> str:
     return f"{card:<80}"[:80]
 
 
-def _hdu_bytes(data: np.ndarray, cards: list[tuple[str, object]], primary: bool) -> bytes:
-    """Header + big-endian data of one image HDU, each padded to 2880-byte blocks."""
-    bitpix = {np.dtype(np.float32): -32, np.dtype(np.int32): 32}[data.dtype]
-    head = [("SIMPLE", True)] if primary else [("XTENSION", "IMAGE")]
-    head += [("BITPIX", bitpix), ("NAXIS", 2), ("NAXIS1", data.shape[1]), ("NAXIS2", data.shape[0])]
-    head += [("EXTEND", True)] if primary else [("PCOUNT", 0), ("GCOUNT", 1)]
-    text = "".join(_card(k, v) for k, v in head + cards) + f"{'END':<80}"
-    text += " " * (-len(text) % 2880)
-    raw = data.astype(data.dtype.newbyteorder(">")).tobytes()
-    return text.encode("ascii") + raw + b"\0" * (-len(raw) % 2880)
+#: the cards that change from cutout to cutout, in the order :func:`_header` lists them
+_PER_CUTOUT = ("TILENAME", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "RA_CUTOUT", "DEC_CUTOUT")
 
 
-def _header(
-    extname: str, band: str, tile: Tile, x: float, y: float, x_cut: float, y_cut: float, ra: float, dec: float
-) -> list[tuple[str, object]]:
-    """The cards of one HDU: the tile's header with CRPIX/CRVAL moved and RA/DEC_CUTOUT added."""
-    crval1, crval2 = tile_pixel_to_world(tile, x - 1.0, y - 1.0)  # wcs_pix2world(x, y, origin=1)
+def _header(extname: str, band: str, per_cutout: dict[str, object] | None = None) -> list[tuple[str, object]]:
+    """The cards of one HDU: the tile's header with CRPIX/CRVAL moved and RA/DEC_CUTOUT added.
+
+    ``per_cutout`` holds the :data:`_PER_CUTOUT` values (None: placeholders, for the template).
+    """
+    v = per_cutout or dict.fromkeys(_PER_CUTOUT)
     scale = PIXEL_SCALE / 3600.0
     return [
         ("EXTNAME", extname),
         ("DES_EXT", _EXT[extname]),
-        ("TILENAME", tile.name),
+        ("TILENAME", v["TILENAME"]),
         ("BAND", band),
         ("FILTER", band),
         ("MAGZERO", 30.0),
@@ -128,10 +122,10 @@ def _header(
         ("CTYPE2", "DEC--TAN"),
         ("CUNIT1", "deg"),
         ("CUNIT2", "deg"),
-        ("CRVAL1", crval1),
-        ("CRVAL2", crval2),
-        ("CRPIX1", x_cut),
-        ("CRPIX2", y_cut),
+        ("CRVAL1", v["CRVAL1"]),
+        ("CRVAL2", v["CRVAL2"]),
+        ("CRPIX1", v["CRPIX1"]),
+        ("CRPIX2", v["CRPIX2"]),
         ("CD1_1", -scale),
         ("CD1_2", 0.0),
         ("CD2_1", 0.0),
@@ -140,18 +134,58 @@ def _header(
         ("RADESYS", "ICRS"),
         ("PIXSCAL1", PIXEL_SCALE),
         ("PIXSCAL2", PIXEL_SCALE),
-        ("RA_CUTOUT", ra),
-        ("DEC_CUTOUT", dec),
+        ("RA_CUTOUT", v["RA_CUTOUT"]),
+        ("DEC_CUTOUT", v["DEC_CUTOUT"]),
         ("COMMENT", "Simulated by galmoco.sim (GalSim profiles), not DES data"),
     ]
 
 
+@lru_cache(maxsize=64)
+def _header_template(extname: str, band: str, shape: tuple[int, int]) -> tuple[str, ...]:
+    """One HDU's header text (END and 2880-byte padding included) cut around the per-cutout cards.
+
+    Formatting 38 cards costs ~0.1 ms per HDU, 12 HDUs per object; all but seven cards are the same
+    for every cutout of a band and shape, so they are formatted once and the seven are spliced in
+    (:func:`_hdu_header`). Returns ``len(_PER_CUTOUT) + 1`` pieces.
+    """
+    bitpix = 32 if extname == "MSK" else -32
+    primary = extname == "SCI"
+    head = [("SIMPLE", True)] if primary else [("XTENSION", "IMAGE")]
+    head += [("BITPIX", bitpix), ("NAXIS", 2), ("NAXIS1", shape[1]), ("NAXIS2", shape[0])]
+    head += [("EXTEND", True)] if primary else [("PCOUNT", 0), ("GCOUNT", 1)]
+    head += _header(extname, band)
+    pieces, current = [], []
+    for key, value in head:
+        if key in _PER_CUTOUT:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(_card(key, value))
+    current.append(f"{'END':<80}")
+    current.append(" " * (-80 * (len(head) + 1) % 2880))
+    pieces.append("".join(current))
+    return tuple(pieces)
+
+
+def _hdu_header(extname: str, band: str, shape: tuple[int, int], cards: list[str]) -> bytes:
+    """The header block of one HDU, ``cards`` being the formatted :data:`_PER_CUTOUT` cards."""
+    pieces = _header_template(extname, band, shape)
+    return "".join(p + c for p, c in zip(pieces, [*cards, ""], strict=True)).encode("ascii")
+
+
+def _data_bytes(data: np.ndarray, dtype: str) -> bytes:
+    """Big-endian data of one HDU (``dtype`` ``'>f4'`` or ``'>i4'``), padded to 2880 bytes."""
+    raw = np.ascontiguousarray(data, dtype).tobytes()
+    return raw + b"\0" * (-len(raw) % 2880)
+
+
 def write_cutout_fits(
-    path: Path,
+    posdir: Path,
+    basename: str,
+    bands: tuple[str, ...],
     image: np.ndarray,
     mask: np.ndarray,
     weight: np.ndarray,
-    band: str,
     tile: Tile,
     x: float,
     y: float,
@@ -159,31 +193,48 @@ def write_cutout_fits(
     y_cut: float,
     ra: float,
     dec: float,
-) -> None:
-    """Write one band's cutout: primary SCI (float32), MSK (int32), WGT (float32), atomically.
+) -> tuple[list[str], int]:
+    """Write one object's cutouts ``<basename>_<band>.fits``: SCI (float32, primary), MSK (int32), WGT.
 
     The FITS bytes are formatted here (a fitsio write costs ~4 ms per 3-HDU file, mostly per-key
-    calls; this costs ~0.2 ms); tests read the files back with astropy and fitsio.
+    calls; this costs ~0.1 ms per file); tests read the files back with astropy and fitsio. Files are
+    written in place, not through a temporary name: they go into a job's ``.partial`` folder, which
+    :func:`galmoco.sim.simulate.simulate_survey` renames only once the job is complete.
 
     Args:
-        path: the ``<BASENAME>_<band>.fits`` path.
-        image, mask, weight: ``(H, W)`` arrays of the (trimmed) cutout.
-        band: lowercase band.
+        posdir: the ``<TILENAME>/<BASENAME>`` folder (existing).
+        basename: the BASENAME (file name prefix).
+        bands: lowercase bands, one file each.
+        image, weight: ``(B, H, W)`` arrays of the (trimmed) cutout; mask: ``(H, W)``.
         tile: the tile it was cut from; (x, y) the position's 0-based tile pixel.
         x_cut, y_cut: 0-based position in the cutout (written as CRPIX, as DESaccess does).
         ra, dec: requested position (degrees).
+
+    Returns:
+        The file names written, in band order, and their total size in bytes.
     """
-    blob = b"".join(
-        _hdu_bytes(
-            np.ascontiguousarray(data, dtype), _header(ext, band, tile, x, y, x_cut, y_cut, ra, dec), k == 0
+    crval1, crval2 = tile_pixel_to_world(tile, x - 1.0, y - 1.0)  # wcs_pix2world(x, y, origin=1)
+    values = (tile.name, crval1, crval2, x_cut, y_cut, ra, dec)
+    cards = [_card(k, v) for k, v in zip(_PER_CUTOUT, values, strict=True)]
+    shape = (int(mask.shape[0]), int(mask.shape[1]))
+    msk = _data_bytes(mask, ">i4")
+    names, nbytes = [], 0
+    for k, band in enumerate(bands):
+        blob = b"".join(
+            (
+                _hdu_header("SCI", band, shape, cards),
+                _data_bytes(image[k], ">f4"),
+                _hdu_header("MSK", band, shape, cards),
+                msk,
+                _hdu_header("WGT", band, shape, cards),
+                _data_bytes(weight[k], ">f4"),
+            )
         )
-        for k, (ext, data, dtype) in enumerate(
-            (("SCI", image, np.float32), ("MSK", mask, np.int32), ("WGT", weight, np.float32))
-        )
-    )
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+        name = f"{basename}_{band}.fits"
+        (posdir / name).write_bytes(blob)
+        names.append(name)
+        nbytes += len(blob)
+    return names, nbytes
 
 
 def positions_rows(records: list[dict], bands: str, size: int) -> list[dict]:
@@ -232,9 +283,13 @@ def write_positions_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _size_on_disk(root: Path) -> str:
-    """DESaccess's size string: ``'12.34 KB'``, ``MB`` above 1024 KB, ``GB`` above 1024 MB."""
-    kb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1024.0
+def _size_on_disk(root: Path, cutout_bytes: int) -> str:
+    """DESaccess's size string: ``'12.34 KB'``, ``MB`` above 1024 KB, ``GB`` above 1024 MB.
+
+    ``cutout_bytes`` is the total size of the cutout files (known to their writers: walking a tree of
+    ~5 files per object here cost as much as writing them); the files in ``root`` itself are added.
+    """
+    kb = (cutout_bytes + sum(p.stat().st_size for p in root.iterdir() if p.is_file())) / 1024.0
     if kb > 1024.0 * 1024:
         return f"{kb / 1024 / 1024:.2f} GB"
     if kb > 1024.0:
@@ -251,6 +306,7 @@ def write_summary(
     size: int,
     unmatched: tuple[list[float], list[float]],
     processing_time: float,
+    cutout_bytes: int,
 ) -> None:
     """``summary.json``: options, one record per cutout (FILES = its file names), unmatched positions.
 
@@ -263,6 +319,7 @@ def write_summary(
         size: cutout side in pixels.
         unmatched: (RA list, DEC list) of positions outside the footprint.
         processing_time: seconds.
+        cutout_bytes: total size of the cutout FITS files (bytes).
     """
     xs = size_arcmin(size)
     cutouts = []
@@ -296,7 +353,7 @@ def write_summary(
         "query_time": "0.00",
         "unmatched_positions": {"coord": {"RA": list(unmatched[0]), "DEC": list(unmatched[1])}, "coadd": []},
         "processing_time": f"{processing_time:.2f}",
-        "size_on_disk": _size_on_disk(job_dir),
+        "size_on_disk": _size_on_disk(job_dir, cutout_bytes),
         "number_of_files": sum(len(f) for f in files),
     }
     tmp = job_dir / "summary.json.part"

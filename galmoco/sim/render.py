@@ -125,20 +125,40 @@ def _phase(ky: np.ndarray, kx: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.n
     return np.outer(ey[0], ex[0]) if len(x) == 1 else ey.T @ ex
 
 
-def _component_ft(comp: Component, ky, kx, centre: np.ndarray, scale: float, deviate) -> np.ndarray:
-    """Unit-flux Fourier transform of one component placed at ``centre + (dx, dy)`` (pixels)."""
-    pos = centre + np.array([comp.dx, comp.dy]) / scale
+def _component_ft(comp: Component, ky, kx, pos: np.ndarray, phase: np.ndarray, scale: float, deviate):
+    """Unit-flux Fourier transform of one component placed at ``pos`` (pixels).
+
+    ``phase`` is ``_phase`` at ``pos``, shared by the components at one position (bulge and disk).
+    """
     if comp.kind == "point":
-        return _phase(ky, kx, pos[:1], pos[1:])
+        return phase
     a = shear_matrix(comp.q, comp.pa_deg)
     if comp.kind == "knots":
         # GalSim's RandomKnots: points drawn from an exponential profile of the disk's size
         pts = galsim.RandomKnots(comp.n_knots, half_light_radius=comp.hlr, flux=1.0, rng=deviate).points
         pts = pts @ a.T / scale + pos  # a sheared profile I(A^-1 x) moves its mass from u to A u
         return _phase(ky, kx, pts[:, 0], pts[:, 1]) / comp.n_knots
-    return _profile_ft(comp.kind, _sheared_k(ky, kx, a) * (comp.hlr / scale)) * _phase(
-        ky, kx, pos[:1], pos[1:]
-    )
+    return _profile_ft(comp.kind, _sheared_k(ky, kx, a) * (comp.hlr / scale)) * phase
+
+
+def _component_fts(components, ky, kx, centre: np.ndarray, scale: float, deviate) -> list[np.ndarray]:
+    """:func:`_component_ft` of each component, computing the phase ramp once per distinct position."""
+    phases: dict[tuple[float, float], np.ndarray] = {}
+    fts = []
+    for comp in components:
+        pos = centre + np.array([comp.dx, comp.dy]) / scale
+        key = (float(pos[0]), float(pos[1]))
+        if key not in phases:
+            phases[key] = _phase(ky, kx, pos[:1], pos[1:])
+        fts.append(_component_ft(comp, ky, kx, pos, phases[key], scale, deviate))
+    return fts
+
+
+@lru_cache(maxsize=4)
+def _pixel_ft(n: int) -> np.ndarray:
+    """Fourier transform of the top-hat pixel response on the ``n x n`` real-FFT grid."""
+    ky, kx = _kgrid(n)
+    return np.sinc(ky / (2 * np.pi)) * np.sinc(kx / (2 * np.pi))
 
 
 def render_stamp(
@@ -174,8 +194,9 @@ def render_stamp(
     lo = (n - size) // 2
     centre = np.array([lo + (size - 1) / 2 + offset[0], lo + (size - 1) / 2 + offset[1]])
     deviate = galsim.BaseDeviate(galsim_seed)
-    comps = [(c, _component_ft(c, ky, kx, centre, obs.pixel_scale, deviate)) for c in params.components]
-    pixel = np.sinc(ky / (2 * np.pi)) * np.sinc(kx / (2 * np.pi))  # top-hat pixel response
+    fts = _component_fts(params.components, ky, kx, centre, obs.pixel_scale, deviate)
+    comps = list(zip(params.components, fts, strict=True))
+    pixel = _pixel_ft(n)
     psf_a = shear_matrix(*_q_pa(params.psf_g1, params.psf_g2))
     psf_k = _sheared_k(ky, kx, psf_a)
     image = np.empty((len(bands), size, size), np.float32)

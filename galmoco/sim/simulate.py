@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from galmoco.errors import GalmocoError
@@ -135,29 +136,31 @@ def _render_chunk(args: tuple[list[tuple[int, float, float]], SimSpec, str]) -> 
     """Worker: render and write a chunk of objects; return their truth rows (with file names)."""
     items, spec, job_dir = args
     rows = []
+    tiles_made: set[str] = set()  # one mkdir per object, not pathlib's parents=True retries
     for index, ra, dec in items:
         obj = simulate_object(index, ra, dec, spec)
-        posdir = Path(job_dir) / obj.tile.name / obj.truth["id"]
-        posdir.mkdir(parents=True, exist_ok=True)
-        files = []
-        for k, band in enumerate(spec.bands):
-            name = f"{obj.truth['id']}_{band}.fits"
-            layout.write_cutout_fits(
-                posdir / name,
-                obj.image[k],
-                obj.mask,
-                obj.weight[k],
-                band,
-                obj.tile,
-                obj.x,
-                obj.y,
-                obj.x_cut,
-                obj.y_cut,
-                ra,
-                dec,
-            )
-            files.append(name)
-        rows.append({**obj.truth, "_files": files})
+        tile_dir = os.path.join(job_dir, obj.tile.name)
+        if obj.tile.name not in tiles_made:
+            os.makedirs(tile_dir, exist_ok=True)
+            tiles_made.add(obj.tile.name)
+        posdir = Path(tile_dir, obj.truth["id"])
+        posdir.mkdir()
+        files, nbytes = layout.write_cutout_fits(
+            posdir,
+            obj.truth["id"],
+            spec.bands,
+            obj.image,
+            obj.mask,
+            obj.weight,
+            obj.tile,
+            obj.x,
+            obj.y,
+            obj.x_cut,
+            obj.y_cut,
+            ra,
+            dec,
+        )
+        rows.append({**obj.truth, "_files": files, "_bytes": nbytes})
     return rows
 
 
@@ -255,15 +258,37 @@ def simulate_survey(
 
 
 def _map(chunks: list, workers: int):
-    """Results of :func:`_render_chunk` in order, in this process or in ``workers`` spawned processes."""
+    """Results of :func:`_render_chunk` in order, in this process or in ``workers`` spawned processes.
+
+    Every renderer runs single-threaded: numpy's OpenBLAS otherwise starts a thread per core for the
+    small clump matrix products (``render._phase``), which doubled the CPU time per object and let
+    one in-process "worker" occupy two cores. Thread counts do not change the results (BLAS splits
+    the output, not the sums).
+    """
     if workers == 1:
-        yield from map(_render_chunk, chunks)
+        with threadpool_limits(limits=1):
+            yield from map(_render_chunk, chunks)
         return
     # children read these at import: one thread each (GalSim's OpenMP, BLAS) or they fight for cores
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with _context().Pool(workers, initializer=threadpool_limits, initargs=(1,)) as pool:
         yield from pool.imap(_render_chunk, chunks)
+
+
+def _context() -> mp.context.BaseContext:
+    """Worker processes that start without re-importing GalSim each (~1 s of CPU per worker).
+
+    A fork server (POSIX) imports this module once and forks the workers from that single-threaded
+    process; it lives as long as the calling process, so later surveys start at no cost. A plain
+    ``fork`` of the caller is avoided: it may hold threads (OpenMP, torch, tqdm's monitor).
+    Elsewhere (Windows) workers are spawned.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _write_job_files(
@@ -298,7 +323,15 @@ def _write_job_files(
     ]
     (job_dir / f"cutout_{jobid}.log").write_text("".join(f"{stamp} - 0 - INFO     - {m}\n" for m in lines))
     layout.write_summary(
-        job_dir, jobid, rows, [r["_files"] for r in records], bands, size, unmatched, elapsed
+        job_dir,
+        jobid,
+        rows,
+        [r["_files"] for r in records],
+        bands,
+        size,
+        unmatched,
+        elapsed,
+        sum(r["_bytes"] for r in records),
     )
 
 
