@@ -3,7 +3,13 @@ path alone (store reads + the two augmented views of MoCo; reads only for ae), i
 path should be >= 5x the step it feeds. The step itself includes the augmentation (it runs on the
 training device), so the ratio measures how much of a step the data path would cost on its own.
 
+With ``--device cuda``: images/s of ``moco-ae`` end to end on the GPU (store reads through a pinned
+DataLoader, non-blocking copies, augmentation and the step on the GPU), in float32 and with
+``--amp --channels-last`` (bf16 autocast), the ratio between them, and the mean GPU utilisation
+(``torch.cuda.utilization()``, which needs the ``pynvml`` package; "n/a" without it).
+
     python benchmarks/bench_train.py [--quick] [--threads N] [--batch-size B]
+    python benchmarks/bench_train.py --device cuda [--arch resnet18] [--workers 8] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -74,14 +80,83 @@ def bench(store: Path, objective: str, batch_size: int, steps: int) -> tuple[flo
     return (len(batches) - 1) * batch_size / (time.perf_counter() - t), data_rate
 
 
+def gpu_utilization() -> float | None:
+    """Percent of the last sample period the GPU was busy (NVML), or None when pynvml is missing."""
+    try:
+        return float(torch.cuda.utilization())
+    except (ModuleNotFoundError, RuntimeError):
+        return None
+
+
+def bench_cuda(store: Path, arch: str, batch_size: int, steps: int, workers: int,
+               fast: bool) -> tuple[float, float | None]:
+    """(images/s, mean GPU utilisation %) of moco-ae end to end on CUDA; ``fast``: bf16 + channels-last."""
+    cfg = TrainConfig(objective="moco-ae", batch_size=batch_size, device="cuda", epochs=1, label_column="",
+                      num_workers=workers, amp=fast, channels_last=fast)
+    cfg.model.arch = arch
+    device = torch.device("cuda")
+    cfg, info = _prepare(cfg, store)
+    objective_, optimizer, _, _ = _build(cfg, info, device, steps)
+    batches = epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1]
+    loader = DataLoader(CutoutDataset(store, info["train_idx"], info["fields"]), num_workers=workers,
+                        pin_memory=True, batch_sampler=batches)
+    objective_.train()
+    utilisation = []
+    for i, batch in enumerate(loader):
+        if i == 1:  # the first step (cuDNN autotuning, allocator warm-up) is not timed
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if fast:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
+            loss = objective_(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= 1 and (u := gpu_utilization()) is not None:
+            utilisation.append(u)
+    torch.cuda.synchronize()
+    rate = steps * batch_size / (time.perf_counter() - t)
+    return rate, (sum(utilisation) / len(utilisation) if utilisation else None)
+
+
+def main_cuda(args: argparse.Namespace, steps: int) -> None:
+    """The ``--device cuda`` benchmark: float32 against bf16 + channels-last, one table."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_store(Path(tmp) / "bench.h5", n=(steps + 1) * args.batch_size + 64)
+        for fast in (False, True):
+            rows.append((fast, *bench_cuda(store, args.arch, args.batch_size, steps, args.workers, fast)))
+    print(f"### bench_train, CUDA ({datetime.date.today()})\n")
+    print(f"- machine: {platform.platform()}, {torch.cuda.get_device_name()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}")
+    print(f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`")
+    print(f"- moco-ae end to end from the packed store, {args.arch}, 4x64x64 stamps, "
+          f"batch {args.batch_size}, {args.workers} DataLoader workers, {steps} timed steps\n")
+    print("| precision | images/s | GPU utilisation | speed-up |")
+    print("|---|---:|---:|---:|")
+    base = rows[0][1]
+    for fast, rate, util in rows:
+        name = "bf16 autocast + channels-last" if fast else "float32"
+        shown = f"{util:.0f}%" if util is not None else "n/a"
+        print(f"| {name} | {rate:.0f} | {shown} | {rate / base:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--arch", default="conv", help="encoder (--device cuda)")
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (--device cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 3 if args.quick else 10
+    if args.device == "cuda":
+        main_cuda(args, 5 if args.quick else 50)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = write_store(Path(tmp) / "bench.h5", n=(steps + 1) * args.batch_size + 64)

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "OBJECTIVES",
     "ModelConfig",
+    "BankConfig",
     "MocoConfig",
     "OptimConfig",
     "TrainConfig",
@@ -38,8 +39,9 @@ __all__ = [
     "save_config",
 ]
 
-#: training objectives: reconstruction only, contrastive only, and the two combined
-OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae")
+#: training objectives: reconstruction only, contrastive only, the two combined, and the memory-bank
+#: objectives of the CMC code base (instance discrimination, contrastive multiview coding)
+OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae", "insdis", "cmc")
 #: queue size used when ``moco.queue_size`` is unset and the training set is large enough
 DEFAULT_QUEUE_SIZE = 4096
 #: batch size the base learning rate refers to (linear scaling rule, Goyal et al. 2017)
@@ -92,6 +94,27 @@ class MocoConfig:
 
 
 @dataclass
+class BankConfig:
+    """Memory-bank objectives (``insdis``, ``cmc``), as CMC's ``NCEAverage`` (see docs/distributed.md).
+
+    Attributes:
+        k: negatives drawn uniformly from the bank per image (``--nce-k``; 4096 in InsDis and CMC).
+        momentum: bank update ``w <- normalize(m w + (1 - m) v)`` (``--nce-m``; 0.5).
+        temperature: ``T`` of the scores (``--nce-t``; 0.07).
+        softmax: softmax cross-entropy over the ``k + 1`` scores (``--softmax``, which CMC's authors
+            found works better) rather than NCE with a normalisation constant (``--nce``).
+        views: ``cmc``'s band groups, comma-separated (``--views``), e.g. ``"gr,iz"``; each view's
+            encoder has ``latent_dim / n_views`` outputs so the concatenated embedding has ``latent_dim``.
+    """
+
+    k: int = 4096
+    momentum: float = 0.5
+    temperature: float = 0.07
+    softmax: bool = True
+    views: str = "gr,iz"
+
+
+@dataclass
 class OptimConfig:
     """Optimiser and schedule.
 
@@ -141,6 +164,9 @@ class TrainConfig:
         val_fraction: held out for the kNN monitor when ``label_column`` is in the catalogue.
         label_column: catalogue column whose classes the kNN monitor predicts.
         sky_sigma: per-band sky noise (flux units); ``None`` estimates it from the store.
+        amp: bf16 autocast of the forward pass on CUDA (ignored, with a warning, on CPU).
+        channels_last: channels-last memory format for the model and the input images.
+        compile: ``nn.Module.compile()`` the encoder and decoder (``torch.compile``).
     """
 
     objective: str = "moco-ae"
@@ -155,8 +181,12 @@ class TrainConfig:
     val_fraction: float = 0.1
     label_column: str = "class"
     sky_sigma: tuple[float, ...] | None = None
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     moco: MocoConfig = field(default_factory=MocoConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -166,6 +196,11 @@ class TrainConfig:
     def contrastive(self) -> bool:
         """Whether the objective has an InfoNCE term (and so a head, key encoder and queue)."""
         return self.objective in ("moco", "moco-ae")
+
+    @property
+    def projects(self) -> bool:
+        """Whether the model has a projection head (MoCo's objectives and ``insdis``)."""
+        return self.objective in ("moco", "moco-ae", "insdis")
 
     @property
     def reconstructs(self) -> bool:
@@ -191,6 +226,11 @@ class TrainConfig:
             (self.moco.queue_size is None or self.moco.queue_size >= 1, "moco.queue_size", "positive"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads", "at least 1"),
+            (self.bank.k >= 1, "bank.k", "at least 1"),
+            (0.0 <= self.bank.momentum < 1.0, "bank.momentum", "in [0, 1)"),
+            (self.bank.temperature > 0, "bank.temperature", "positive"),
+            (self.objective != "cmc" or self.model.latent_dim % len(self.bank.views.split(",")) == 0,
+             "model.latent_dim", f"a multiple of the number of --views ({self.bank.views})"),
         ]
         for ok, name, expected in checks:
             if not ok:

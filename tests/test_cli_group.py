@@ -10,7 +10,8 @@ from galmoco.cli import COMMANDS, SUMMARIES
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "galmoco", *args], capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "galmoco", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def test_version():
@@ -29,7 +30,8 @@ def test_help_lists_every_command():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from galmoco.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    code = ("import sys; from galmoco.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False"
 

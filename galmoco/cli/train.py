@@ -19,6 +19,8 @@ _FIELDS = {
     "temperature": "moco.temperature", "queue_size": "moco.queue_size", "arch": "model.arch",
     "latent_dim": "model.latent_dim", "mask_rule": "mask.rule", "sky_weight": "mask.sky_weight",
     "norm": "normalize.method", "label_column": "label_column", "alpha": "alpha", "beta": "beta",
+    "views": "bank.views", "nce_k": "bank.k", "nce_m": "bank.momentum", "nce_t": "bank.temperature",
+    "softmax": "bank.softmax", "amp": "amp", "channels_last": "channels_last", "compile": "compile",
 }
 _DEFAULT = " [default: from --config, else the TrainConfig default]"
 
@@ -29,7 +31,7 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
               help="Run directory (config.yaml, metrics.csv, checkpoints/, tensorboard/).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file with any subset of the TrainConfig keys.")
-@click.option("--objective", type=click.Choice(["ae", "moco", "moco-ae"]),
+@click.option("--objective", type=click.Choice(["ae", "moco", "moco-ae", "insdis", "cmc"]),
               help="Training objective." + _DEFAULT)
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training split." + _DEFAULT)
 @click.option("--batch-size", type=click.IntRange(min=2), help="Images per step." + _DEFAULT)
@@ -55,6 +57,17 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
 @click.option("--sky-weight", type=click.FloatRange(min=0), help="Loss weight of sky pixels." + _DEFAULT)
 @click.option("--norm", type=click.Choice(["asinh", "log10"]), help="Flux normalisation." + _DEFAULT)
 @click.option("--label-column", help="Catalogue column for the kNN monitor." + _DEFAULT)
+@click.option("--views", help="cmc: band groups, comma-separated, e.g. gr,iz." + _DEFAULT)
+@click.option("--nce-k", type=click.IntRange(min=1), help="insdis/cmc: negatives per image." + _DEFAULT)
+@click.option("--nce-m", type=click.FloatRange(min=0, max=1, max_open=True),
+              help="insdis/cmc: memory-bank momentum." + _DEFAULT)
+@click.option("--nce-t", type=click.FloatRange(min=0, min_open=True),
+              help="insdis/cmc: temperature." + _DEFAULT)
+@click.option("--softmax/--nce", default=None,
+              help="insdis/cmc: softmax cross-entropy or NCE loss." + _DEFAULT)
+@click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA.")
+@click.option("--channels-last", is_flag=True, default=None, help="Channels-last memory format.")
+@click.option("--compile", is_flag=True, default=None, help="torch.compile the encoder and decoder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
 def train(dataset: Path, run_dir: Path, config_path: Path | None, resume: bool, mlp: bool | None,
           aug_plus: bool | None, cos: bool | None, **options) -> None:

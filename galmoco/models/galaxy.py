@@ -11,6 +11,7 @@ from torch import nn
 from galmoco.config import TrainConfig
 from galmoco.data.normalize import Normalizer
 from galmoco.errors import GalmocoError
+from galmoco.models.cmc import CMCEncoder, parse_views
 from galmoco.models.decoders import ConvDecoder
 from galmoco.models.encoders import build_encoder
 from galmoco.models.heads import ProjectionHead
@@ -45,8 +46,13 @@ class GalaxyModel(nn.Module):
         m = config.model
         n_bands = len(self.bands)
         self.normalizer = Normalizer(config.normalize, np.asarray(sky_sigma, dtype=np.float32))
-        self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths)
-        self.head = ProjectionHead(m.latent_dim, m.proj_dim, m.head) if config.contrastive else None
+        if config.objective == "cmc":  # one encoder per band group; the latent is their concatenation
+            views = parse_views(config.bank.views, self.bands)
+            self.encoder: nn.Module = CMCEncoder(
+                views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths))
+        else:
+            self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths)
+        self.head = ProjectionHead(m.latent_dim, m.proj_dim, m.head) if config.projects else None
         self.decoder = (ConvDecoder(n_bands, m.latent_dim, m.widths, self.image_size)
                         if config.reconstructs else None)
 
@@ -62,7 +68,7 @@ class GalaxyModel(nn.Module):
         """The projection head's L2-normalised output for latents ``(N, latent_dim)``.
 
         Raises:
-            GalmocoError: when the objective had no contrastive head (``ae``).
+            GalmocoError: when the objective had no projection head (``ae``, ``cmc``).
         """
         if self.head is None:
             raise GalmocoError(

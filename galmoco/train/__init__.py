@@ -1,7 +1,7 @@
 """Training: the single-device loop, objectives, checkpoints and the kNN monitor.
 
 ``train``, ``RunResult`` and ``load_model`` are imported on first access, so importing a light
-submodule (e.g. ``galmoco.train.distributed`` from ``galmoco.models``) does not pull in the loop.
+submodule (e.g. ``galmoco.distributed`` from ``galmoco.models``) does not pull in the loop.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ objective's losses, an optimiser step; at the end the kNN monitor (when labels e
 reconstruction grid, a ``metrics.csv`` row, and ``checkpoints/last.pt``. Ctrl-C saves a checkpoint
 (with the position in the epoch) and re-raises; a non-finite loss stops with GalmocoError and leaves
 the last good checkpoint untouched. See docs/train.md.
+
+Under ``torchrun`` (or ``srun``) the same function runs in every process (docs/distributed.md): each
+rank takes its slice of every global batch (``batch_size x world_size`` images, the learning rate
+scaled to it), the objective is wrapped in DistributedDataParallel, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from galmoco import __version__
@@ -30,6 +36,15 @@ from galmoco.config import TrainConfig, auto_queue_size, config_from_dict, confi
 from galmoco.data.augment import GalaxyAugment
 from galmoco.data.masks import ensure_sky_masks
 from galmoco.data.normalize import estimate_store_sky_sigma
+from galmoco.distributed import (
+    all_ranks_true,
+    average_across_ranks,
+    detect_env,
+    init_distributed,
+    rank,
+    teardown,
+    world_size,
+)
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutDataset, CutoutStore
 from galmoco.models.galaxy import GalaxyModel
@@ -49,6 +64,8 @@ METRIC_COLUMNS = ("epoch", "step", "loss", "loss_contrastive", "loss_recon", "lr
 KNN_BANK_MAX = 10_000
 #: TensorBoard step scalars every this many steps
 LOG_EVERY = 10
+#: environment variable naming a folder where every rank saves its final state (to check that ranks agree)
+DUMP_RANK_STATE_ENV = "GALMOCO_DUMP_RANK_STATE"
 
 
 @dataclass
@@ -132,8 +149,9 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _prepare(config: TrainConfig, store_path: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """Read the store's shape and labels, estimate the sky noise, cache sky masks, split, size the queue."""
+def _prepare(config: TrainConfig, store_path: Path, world: int = 1) -> tuple[TrainConfig, dict[str, Any]]:
+    """Read the store's shape and labels, estimate the sky noise, cache sky masks, split, size the queue
+    (for the global batch of ``world`` processes)."""
     with CutoutStore(store_path) as store:
         n, bands, shape, catalog = len(store), store.bands, store.shape, store.catalog
     if shape[1] != shape[2]:
@@ -145,10 +163,12 @@ def _prepare(config: TrainConfig, store_path: Path) -> tuple[TrainConfig, dict[s
     if config.label_column and config.label_column in catalog.colnames:
         labels = encode_labels(np.asarray(catalog[config.label_column]))
     train_idx, val_idx = split_indices(n, config.val_fraction if labels is not None else 0.0, config.seed)
-    if len(train_idx) < config.batch_size:
+    global_batch = config.batch_size * world
+    if len(train_idx) < global_batch:
         raise GalmocoError(f"{store_path}: {len(train_idx)} training objects, fewer than one batch "
-                           f"(batch_size {config.batch_size}); lower --batch-size")
-    queue_size = config.moco.queue_size or auto_queue_size(len(train_idx), config.batch_size)
+                           f"(batch_size {config.batch_size}{f' x {world} processes' if world > 1 else ''}); "
+                           "lower --batch-size")
+    queue_size = config.moco.queue_size or auto_queue_size(len(train_idx), global_batch)
     if config.contrastive and queue_size >= 0.5 * len(train_idx):
         log.warning("queue size %d is not much smaller than the %d training objects: positives will often "
                     "sit in the queue as negatives; use a larger dataset or --queue-size", queue_size,
@@ -156,7 +176,7 @@ def _prepare(config: TrainConfig, store_path: Path) -> tuple[TrainConfig, dict[s
     mask_field = ensure_sky_masks(store_path, config.mask) if config.reconstructs else None
     fields = ("image",) + ((mask_field,) if mask_field else ())
     info = {"bands": "".join(bands), "image_size": shape[1], "labels": labels, "train_idx": train_idx,
-            "val_idx": val_idx, "queue_size": queue_size, "fields": fields}
+            "val_idx": val_idx, "queue_size": queue_size, "fields": fields, "global_batch": global_batch}
     return config, info
 
 
@@ -165,9 +185,14 @@ def _build(config: TrainConfig, info: dict[str, Any], device: torch.device, step
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model = GalaxyModel(config, tuple(info["bands"]), info["image_size"], config.sky_sigma)
     augment = GalaxyAugment(config.augment, config.sky_sigma)
-    objective = build_objective(model, augment, config, generator, info["queue_size"]).to(device)
+    objective = build_objective(model, augment, config, generator, info["queue_size"], info["train_idx"])
+    objective.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    if config.compile:  # in place: the state-dict keys stay those of the plain modules
+        for module in (model.encoder, model.decoder):
+            if module is not None:
+                module.compile()
     params = [p for p in objective.parameters() if p.requires_grad]
-    lr = config.optim.scaled_lr(config.batch_size)
+    lr = config.optim.scaled_lr(info["global_batch"])
     if config.optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.optim.weight_decay)
     else:
@@ -238,10 +263,14 @@ def train(config: TrainConfig, store_path: str | os.PathLike, run_dir: str | os.
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
+    # launched by torchrun/srun: join the group here, and leave it when done (unless the caller owns it)
+    owns_group = detect_env().world_size > 1 and not (dist.is_available() and dist.is_initialized())
     try:
         return _train(config, Path(store_path), Path(run_dir), resume)
     finally:
         torch.set_num_threads(threads)
+        if owns_group:
+            teardown()
 
 
 def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -> RunResult:
@@ -258,13 +287,26 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
     elif ckpt_path.exists():
         raise GalmocoError(f"{run_dir}: already holds a training run; use --resume or another -o folder")
     config.validate()
-    device = resolve_device(config.device)
-    config, info = _prepare(config, store_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if detect_env().world_size > 1:
+        device = init_distributed(config.device).device
+    else:
+        device = resolve_device(config.device)
+    world, me = world_size(), rank()
+    main = me == 0
+    amp = config.amp and device.type == "cuda"
+    if config.amp and not amp:
+        log.warning("--amp (bf16 autocast) is for CUDA; training on %s in float32", device)
+    if not main:  # rank 0 caches the sky masks in the store first
+        dist.barrier()
+    config, info = _prepare(config, store_path, world)
+    if main:
+        if world > 1:
+            dist.barrier()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
 
-    n_train, bs = len(info["train_idx"]), config.batch_size
-    steps_per_epoch = n_train // bs
+    n_train, bs, global_bs = len(info["train_idx"]), config.batch_size, info["global_batch"]
+    steps_per_epoch = n_train // global_bs
     objective, optimizer, scheduler, generator = _build(config, info, device, steps_per_epoch)
     epoch, step, batches_done, totals = 0, 0, 0, {}
     if state is not None:
@@ -275,10 +317,24 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
         set_rng_state(state["rng"], generator)
         epoch, step = state["epoch"], state["step"]
         batches_done, totals = state["batches_done"], state["totals"]
+        if state.get("global_batch", bs) != global_bs:  # another world size: same images seen, new schedule
+            batches_done = batches_done * state["global_batch"] // global_bs
+            step = epoch * steps_per_epoch + batches_done
+            scheduler.base_lrs = [config.optim.scaled_lr(global_bs)] * len(optimizer.param_groups)
+            scheduler.last_epoch = step
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["initial_lr"], group["lr"] = base, base * scheduler.lr_lambdas[0](step)
+    if me > 0:  # other augmentations and negatives than rank 0's (whose streams match one process)
+        generator.manual_seed(config.seed + 1_000_003 * me + step)
+        torch.manual_seed(config.seed + 1_000_003 * me + step)
+    step_fn: torch.nn.Module = objective
+    if world > 1:  # averages the gradients; queues and banks stay in sync through their own gathers
+        step_fn = DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     metrics_path = run_dir / "metrics.csv"
     rows = _read_metrics(metrics_path, epoch) if resume else []
     dataset = CutoutDataset(store_path, info["train_idx"], info["fields"])
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
 
     def checkpoint() -> dict[str, Any]:
         return {
@@ -288,22 +344,28 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
             "rng": rng_state(generator), "config": config_to_dict(config), "bands": info["bands"],
             "image_size": info["image_size"], "sky_sigma": list(config.sky_sigma),
             "queue_size": info["queue_size"], "galmoco_version": __version__,
+            "world_size": world, "global_batch": global_bs,
         }
 
     objective.train()
     try:
         while epoch < config.epochs:
-            batches = epoch_batches(n_train, bs, config.seed, epoch)[batches_done:]
+            batches = [b[me * bs:(me + 1) * bs]  # this rank's slice of each global batch
+                       for b in epoch_batches(n_train, global_bs, config.seed, epoch)[batches_done:]]
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.num_workers,
                                 pin_memory=device.type == "cuda")
             t0 = time.perf_counter()
-            bar = tqdm(loader, total=steps_per_epoch, initial=batches_done, disable=None, leave=False,
+            bar = tqdm(loader, total=steps_per_epoch, initial=batches_done, leave=False,
+                       disable=None if main else True,  # one bar, rank 0's
                        desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
             for batch in bar:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
-                out = objective(batch)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if config.channels_last:
+                    batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = step_fn(batch)
                 loss = out["loss"]
-                if not bool(torch.isfinite(loss.detach())):
+                if not all_ranks_true(torch.isfinite(loss.detach()), device):
                     raise GalmocoError(
                         f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                         f"(batch {batches_done + 1} of the epoch); training stopped and the last good "
@@ -319,35 +381,44 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
                     totals[k] = totals.get(k, 0.0) + float(v.detach())
                 totals["seconds"] = totals.get("seconds", 0.0) + (time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                rate = batches_done * bs / max(totals["seconds"], 1e-9)
+                rate = batches_done * global_bs / max(totals["seconds"], 1e-9)
                 lr = optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{totals['loss'] / batches_done:.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{rate:.0f}")
-                if step % LOG_EVERY == 0:
+                if main and step % LOG_EVERY == 0:
                     for k, v in out.items():
                         writer.add_scalar(f"train/{k}", float(v.detach()), step)
                     writer.add_scalar("train/lr", lr, step)
             bar.close()
+            totals = average_across_ranks(totals, device)
             t_mon = time.perf_counter()
-            acc = _monitor(objective, config, info, store_path, device, writer, epoch + 1)
+            acc = _monitor(objective, config, info, store_path, device, writer, epoch + 1) if main else ""
             row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                   "images_per_s": batches_done * bs / max(totals["seconds"], 1e-9), "knn_acc": acc,
+                   "images_per_s": batches_done * global_bs / max(totals["seconds"], 1e-9), "knn_acc": acc,
                    "time": totals["seconds"] + time.perf_counter() - t_mon}
             for k in ("loss", "loss_contrastive", "loss_recon"):
                 row[k] = totals[k] / batches_done if k in totals else ""
             rows.append(row)
-            for k in ("loss", "loss_contrastive", "loss_recon", "knn_acc", "images_per_s"):
-                if row[k] != "":
-                    writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
             epoch, batches_done, totals = epoch + 1, 0, {}
-            _write_metrics(metrics_path, rows)
-            save_checkpoint(checkpoint(), ckpt_path)
-            log.info("epoch %d/%d: loss %.4f, %.0f images/s%s", epoch, config.epochs, row["loss"],
-                     row["images_per_s"], f", kNN accuracy {acc:.3f}" if acc != "" else "")
+            if main:
+                for k in ("loss", "loss_contrastive", "loss_recon", "knn_acc", "images_per_s"):
+                    if row[k] != "":
+                        writer.add_scalar(f"epoch/{k}", row[k], epoch)
+                _write_metrics(metrics_path, rows)
+                save_checkpoint(checkpoint(), ckpt_path)
+                log.info("epoch %d/%d: loss %.4f, %.0f images/s%s", epoch, config.epochs, row["loss"],
+                         row["images_per_s"], f", kNN accuracy {acc:.3f}" if acc != "" else "")
+        if os.environ.get(DUMP_RANK_STATE_ENV):
+            torch.save({"model": objective.model.state_dict(), "objective": objective.extra_state_dict()},
+                       Path(os.environ[DUMP_RANK_STATE_ENV]) / f"rank{me}.pt")
     except KeyboardInterrupt:
-        save_checkpoint(checkpoint(), ckpt_path)
-        log.warning("interrupted: checkpoint saved to %s (continue with --resume)", ckpt_path)
+        if main:
+            save_checkpoint(checkpoint(), ckpt_path)
+            log.warning("interrupted: checkpoint saved to %s (continue with --resume)", ckpt_path)
         raise
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+        # drop the DDP-wrapped model before the process group goes (see distributed.teardown)
+        step_fn = objective = optimizer = scheduler = None
     return RunResult(run_dir, ckpt_path, epoch, step, rows)

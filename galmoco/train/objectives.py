@@ -12,22 +12,31 @@ Design (see docs/train.md):
 - ``moco-ae``: ``alpha * InfoNCE + beta * masked MSE(decode(latent(query view)), normalised
   un-augmented stamp)``. The target is the stamp in its stored orientation: a latent made invariant
   to flips and rotations cannot know the view's orientation, so it decodes the stored one.
+- ``insdis`` and ``cmc``: one augmented view scored against per-image memory banks
+  (:class:`~galmoco.models.memory_bank.MultiViewNCE`; docs/distributed.md).
+
+Across ranks (torchrun), MoCo's keys are gathered from every rank before they are enqueued, so the
+queues stay identical, and the key batch is shuffled across ranks (``RankBatchShuffle``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from galmoco.config import TrainConfig
 from galmoco.data.augment import GalaxyAugment
 from galmoco.data.masks import pixel_weights
-from galmoco.losses import info_nce, masked_mse
+from galmoco.distributed import RankBatchShuffle, concat_all_gather, is_distributed
+from galmoco.losses import info_nce, masked_mse, nce_loss, softmax_ce
 from galmoco.models.galaxy import GalaxyModel
+from galmoco.models.memory_bank import MultiViewNCE
 from galmoco.models.moco import BatchShuffle, KeyQueue, LocalBatchShuffle, MomentumEncoder, convert_split_bn
 
-__all__ = ["OBJECTIVE_CLASSES", "AEObjective", "MocoAEObjective", "MocoObjective", "Objective",
-           "build_objective"]
+__all__ = ["OBJECTIVE_CLASSES", "AEObjective", "CMCObjective", "InsDisObjective", "MemoryBankObjective",
+           "MocoAEObjective", "MocoObjective", "Objective", "build_objective"]
 
 
 class Objective(nn.Module):
@@ -99,8 +108,9 @@ class MocoObjective(Objective):
                                            mc.key_bn_buffers)
         init = torch.Generator().manual_seed(config.seed)
         self.queue = KeyQueue(config.model.proj_dim, queue_size, generator=init)
-        self.shuffler = shuffler if shuffler is not None else (
-            LocalBatchShuffle(generator) if mc.shuffle_bn else None)
+        if shuffler is None and mc.shuffle_bn:
+            shuffler = RankBatchShuffle() if is_distributed() else LocalBatchShuffle(generator)
+        self.shuffler = shuffler
 
     def train(self, mode: bool = True) -> MocoObjective:
         """As ``nn.Module.train``, but the key encoder always stays in train mode (batch statistics)."""
@@ -124,7 +134,7 @@ class MocoObjective(Objective):
             else:
                 k = self.key_encoder(k_view)
         loss = info_nce(q, k, self.queue.negatives(), self.config.moco.temperature)
-        self.queue.enqueue(k)
+        self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
         return loss, latent
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,16 +152,69 @@ class MocoAEObjective(MocoObjective):
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}
 
 
+class MemoryBankObjective(Objective):
+    """InsDis and CMC: the embeddings of one augmented view against memory banks of every training image.
+
+    Args:
+        train_idx: sorted catalogue rows of the training split; row ``train_idx[i]`` owns bank entry ``i``.
+    """
+
+    def __init__(self, model: GalaxyModel, augment: GalaxyAugment, config: TrainConfig,
+                 generator: torch.Generator, train_idx: np.ndarray) -> None:
+        super().__init__(model, augment, config, generator)
+        bc = config.bank
+        n_views = len(getattr(model.encoder, "views", (None,)))
+        dim = config.model.proj_dim if model.head is not None else config.model.latent_dim // n_views
+        self.contrast = MultiViewNCE(len(train_idx), dim, n_views, bc.k, bc.temperature, bc.momentum,
+                                     bc.softmax, seed=config.seed)
+        self.register_buffer("train_rows", torch.as_tensor(np.asarray(train_idx), dtype=torch.long),
+                             persistent=False)
+
+    def embed_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The L2-normalised embeddings ``(N, dim)`` of each view of normalised images ``x``."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = self.model.normalize(self.augment(batch["image"], generator=self.generator))
+        position = torch.searchsorted(self.train_rows, batch["index"].to(self.train_rows.device))
+        scores = self.contrast(self.embed_views(x), position)
+        n_data = self.contrast.n_data
+        loss = torch.stack([softmax_ce(s) if self.config.bank.softmax else nce_loss(s, n_data)
+                            for s in scores]).sum()
+        return {"loss": loss, "loss_contrastive": loss}
+
+
+class InsDisObjective(MemoryBankObjective):
+    """Instance discrimination (Wu et al. 2018): the projected latent against one bank."""
+
+    def embed_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.model.head(self.model.encoder(x))]
+
+
+class CMCObjective(MemoryBankObjective):
+    """Contrastive multiview coding (Tian et al. 2019): each band group's latent against the others' banks."""
+
+    def embed_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [F.normalize(v, dim=1) for v in self.model.encoder.view_latents(x)]
+
+
 #: objective name -> class
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {
-    "ae": AEObjective, "moco": MocoObjective, "moco-ae": MocoAEObjective,
+    "ae": AEObjective, "moco": MocoObjective, "moco-ae": MocoAEObjective, "insdis": InsDisObjective,
+    "cmc": CMCObjective,
 }
 
 
 def build_objective(model: GalaxyModel, augment: GalaxyAugment, config: TrainConfig,
-                    generator: torch.Generator, queue_size: int) -> Objective:
-    """The objective named by ``config.objective``, wrapping ``model``."""
+                    generator: torch.Generator, queue_size: int,
+                    train_idx: np.ndarray | None = None) -> Objective:
+    """The objective named by ``config.objective``, wrapping ``model``; memory-bank objectives need the
+    training split's catalogue rows ``train_idx``."""
     cls = OBJECTIVE_CLASSES[config.objective]
     if issubclass(cls, MocoObjective):
         return cls(model, augment, config, generator, queue_size)
+    if issubclass(cls, MemoryBankObjective):
+        if train_idx is None:
+            raise ValueError(f"objective {config.objective!r} needs the training split's rows (train_idx)")
+        return cls(model, augment, config, generator, train_idx)
     return cls(model, augment, config, generator)
