@@ -271,10 +271,14 @@ def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 
     name = mask_key(config)
     if not path.is_file():
         raise GalmocoError(f"{path}: no such store")
+    with h5py.File(path, "r") as h5:  # read-only first: runs sharing a store must not contend for a write lock
+        if name in h5:
+            return name
     try:
         h5 = h5py.File(path, "a")
     except OSError as exc:
-        raise GalmocoError(f"{path}: cannot open the store for writing the sky masks ({exc})") from exc
+        raise GalmocoError(f"{path}: cannot open the store for writing the sky masks; is another process "
+                           f"writing it? ({exc})") from exc
     with h5:
         if name in h5:
             return name
