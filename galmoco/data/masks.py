@@ -271,7 +271,7 @@ def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 
     name = mask_key(config)
     if not path.is_file():
         raise GalmocoError(f"{path}: no such store")
-    with h5py.File(path, "r") as h5:  # read-only first: runs sharing a store must not contend for a write lock
+    with h5py.File(path, "r") as h5:  # read-only first: runs sharing a store must not fight for a write lock
         if name in h5:
             return name
     try:

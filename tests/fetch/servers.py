@@ -58,8 +58,8 @@ class Faults:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, handler) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
+    def __init__(self, handler, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), handler)
         self.faults = Faults()
         self.served: Counter = Counter()
         self.requests: Counter = Counter()  # (method, route) -> count
@@ -189,8 +189,8 @@ class DesAccessServer(_Server):
     def __init__(self, users: dict[str, str], max_per_job: int = 5000, max_jobs: int = 10,
                  job_seconds: float = 0.05, token_lifetime: float = 3600.0,
                  footprint: tuple[float, float, float, float] = (0.0, 360.0, -70.0, 10.0),
-                 coadd_catalog: dict[int, tuple[float, float]] | None = None) -> None:
-        super().__init__(_DesHandler)
+                 coadd_catalog: dict[int, tuple[float, float]] | None = None, port: int = 0) -> None:
+        super().__init__(_DesHandler, port)
         self.users, self.max_per_job, self.max_jobs = users, max_per_job, max_jobs
         self.job_seconds, self.token_lifetime, self.footprint = job_seconds, token_lifetime, footprint
         self.coadd_catalog = coadd_catalog or {}
@@ -442,8 +442,9 @@ class LegacySurveyServer(_Server):
 
     LAYERS = {"ls-dr10": "griz", "des-dr1": "grizY", "ls-dr9": "grz"}
 
-    def __init__(self, footprint: tuple[float, float, float, float] = (0.0, 360.0, -70.0, 10.0)) -> None:
-        super().__init__(_LegacyHandler)
+    def __init__(self, footprint: tuple[float, float, float, float] = (0.0, 360.0, -70.0, 10.0),
+                 port: int = 0) -> None:
+        super().__init__(_LegacyHandler, port)
         self.footprint = footprint
         self.viewer = f"{self.url}/viewer"
 
@@ -497,3 +498,36 @@ def running(server: _Server):
         server.hold.set()
         server.shutdown()
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one of the stand-ins by hand (the README's walkthrough uses it), until Ctrl-C.
+
+    ``python tests/fetch/servers.py desaccess --port 8765 --user demo:demo`` or
+    ``python tests/fetch/servers.py legacysurvey --port 8766``.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("service", choices=("desaccess", "legacysurvey"))
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--user", default="demo:demo", help="NAME:PASSWORD accepted by the DESaccess login")
+    parser.add_argument("--job-seconds", type=float, default=1.0, help="how long a DESaccess job runs")
+    args = parser.parse_args(argv)
+    if args.service == "desaccess":
+        name, _, password = args.user.partition(":")
+        server: _Server = DesAccessServer({name: password}, job_seconds=args.job_seconds, port=args.port)
+        print(f"--api-url {server.url}/desaccess/api --files-url {server.url}/files-desaccess", flush=True)
+    else:
+        server = LegacySurveyServer(port=args.port)
+        print(f"--url {server.url}/viewer", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The main job end to end on tiny data: ``galmoco demo``, its headline, and the notebooks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from astropy.table import Table
+from nbclient import NotebookClient
+
+from galmoco.demo import DEMO_RUNS, headline_table
+from galmoco.embed import read_embeddings
+from galmoco.fetch.manifest import read_manifest
+
+sys.path.insert(0, str(Path(__file__).parent / "fetch"))
+from servers import DesAccessServer, running  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    cmd = [sys.executable, "-m", "galmoco", "demo", "--out", str(out), "--n", "160", "--epochs", "1",
+           "--device", "cpu", "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_demo_writes_every_stage_and_a_true_headline(demo_run):
+    out, proc = demo_run
+    assert (out / "report.html").is_file() and (out / "survey" / "truth.fits").is_file()
+    for run in DEMO_RUNS:
+        assert (out / run / "checkpoints" / "last.pt").is_file()
+        assert len(Table.read(out / run / "metrics.csv", format="ascii.csv")) == 1
+    placement, recon = headline_table(out)
+    truth = Table.read(out / "survey" / "truth.fits")
+    n_used = int(np.sum(np.asarray(truth["class"]).astype(str) != "empty"))
+    assert list(placement["transform"]) == ["flip1", "flip2", "flip3", "rot90", "rot270", "transpose",
+                                            "antitranspose"]
+    assert set(placement["n"]) == {n_used}
+    # the printed table is the one in the files, number for number
+    for row in placement:
+        printed = re.search(rf"^\s*{row['transform']}\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*$", proc.stdout, re.M)
+        assert printed, proc.stdout
+        assert int(printed[1]) == n_used
+        assert float(printed[2]) == pytest.approx(row["rank1_ae"], abs=1e-3)
+        assert float(printed[3]) == pytest.approx(row["rank1_moco-ae"], abs=1e-3)
+    assert list(recon["run"]) == list(DEMO_RUNS) and np.all(np.asarray(recon["galaxy_mse"]) > 0)
+    assert f"Report: {out / 'report.html'}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_rerun_reuses_finished_stages(demo_run):
+    out, _ = demo_run
+    stamp = (out / "moco-ae" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    proc = subprocess.run([sys.executable, "-m", "galmoco", "demo", "--out", str(out), "--n", "160",
+                           "--epochs", "1", "--device", "cpu", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "survey: reusing" in proc.stdout and "dataset: reusing" in proc.stdout
+    assert "moco-ae: reusing" in proc.stdout
+    assert (out / "moco-ae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def _execute(name: str, cwd: Path, env: dict[str, str]) -> nbformat.NotebookNode:
+    book = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code"), f"{name}: outputs in git"
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:  # the kernel inherits this process's environment
+        client = NotebookClient(book, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd)}})
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return book
+
+
+@pytest.mark.slow
+def test_explore_notebook_runs(demo_run, tmp_path):
+    out, _ = demo_run
+    book = _execute("explore_latent_space.ipynb", tmp_path,
+                    {"GALMOCO_RUN": str(out / "moco-ae"), "GALMOCO_DATASET": str(out / "dataset.h5"),
+                     "MPLBACKEND": "Agg"})
+    text = "\n".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+    assert "latent dimensions" in text
+    assert (tmp_path / "placement_histograms_notebook.png").is_file()
+
+
+@pytest.mark.slow
+def test_own_data_notebook_fetches_packs_and_embeds(demo_run, tmp_path):
+    out, _ = demo_run
+    manifest = tmp_path / "positions.csv"
+    Table.read(ROOT / "data_manifests" / "simulated_survey.csv")[:6].write(manifest, format="ascii.csv")
+    with running(DesAccessServer({"astro": "s3cret"})) as server:
+        book = _execute("your_own_des_data.ipynb", tmp_path, {
+            "GALMOCO_MANIFEST": str(manifest), "GALMOCO_CHECKPOINT": str(out / "moco-ae"),
+            "GALMOCO_WORK": str(tmp_path / "work"), "DESACCESS_USER": "astro", "DESACCESS_PASSWORD": "s3cret",
+            "GALMOCO_DESACCESS_API": f"{server.url}/desaccess/api", "GALMOCO_DESACCESS_FILES": server.files})
+    emb = read_embeddings(tmp_path / "work" / "embeddings.parquet")
+    assert sorted(emb["id"]) == sorted(read_manifest(manifest)["id"])
+    text = "\n".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+    assert "6 packed; 0 skipped" in text and "s3cret" not in text
