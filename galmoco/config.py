@@ -57,6 +57,8 @@ class ModelConfig:
         latent_dim: size of the latent vector that ``embed`` writes.
         widths: channels of the conv encoder's stride-2 stages (mirrored by the decoder, also for the
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
+        pool: side of the map the conv encoder average-pools its last stage to (4: where the light
+            is survives; 1: global average pooling).
         head: projection head, ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
         proj_dim: output size of the projection head.
     """
@@ -64,6 +66,7 @@ class ModelConfig:
     arch: str = "conv"
     latent_dim: int = 128
     widths: tuple[int, ...] = (16, 32, 64, 128)
+    pool: int = 4
     head: str = "linear"
     proj_dim: int = 128
 

@@ -21,8 +21,6 @@ __all__ = ["ARCHS", "ConvEncoder", "build_encoder", "resnet_encoder"]
 #: encoder architectures accepted by :func:`build_encoder`
 ARCHS: tuple[str, ...] = ("conv", "resnet18", "resnet50")
 
-#: spatial size the conv encoder pools to before its linear layer (keeps it independent of stamp size)
-_POOLED = 4
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -34,25 +32,27 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 
 class ConvEncoder(nn.Module):
-    """Stride-2 3x3 conv stages (conv-BN-ReLU), an adaptive average pool to 4x4, and a linear layer.
+    """Stride-2 3x3 conv stages (conv-BN-ReLU), an adaptive average pool to ``pool x pool``, a linear layer.
 
-    Each stage halves the stamp; a 64x64 stamp with four stages ends at 4x4, so the pool is the
-    identity there and the linear layer sees where the light is (orientation survives to the latent,
-    which the decoder needs).
+    Each stage halves the stamp; a 64x64 stamp with four stages ends at 4x4, so with ``pool=4`` the
+    pool is the identity and the linear layer sees where the light is; with ``pool=1`` only what the
+    channels encode reaches the latent, which makes invariance to flips and rotations easier to learn.
 
     Args:
         in_channels: number of bands ``B``.
         latent_dim: size of the latent vector.
         widths: output channels of each stage.
+        pool: side of the map the last stage is average-pooled to before the linear layer: 4 keeps
+            where the light is; 1 (global average pooling) leaves only what the channels encode.
     """
 
-    def __init__(self, in_channels: int, latent_dim: int, widths: Sequence[int]) -> None:
+    def __init__(self, in_channels: int, latent_dim: int, widths: Sequence[int], pool: int = 4) -> None:
         super().__init__()
         chans = [in_channels, *widths]
         pairs = zip(chans[:-1], chans[1:], strict=True)
         self.features = nn.Sequential(*[_conv_bn_relu(a, b, 2) for a, b in pairs])
-        self.pool = nn.AdaptiveAvgPool2d(_POOLED)
-        self.fc = nn.Linear(widths[-1] * _POOLED * _POOLED, latent_dim)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.fc = nn.Linear(widths[-1] * pool * pool, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B, H, W)`` -> ``(N, latent_dim)``."""
@@ -77,14 +77,15 @@ def resnet_encoder(arch: str, in_channels: int, latent_dim: int) -> nn.Module:
     return net
 
 
-def build_encoder(arch: str, in_channels: int, latent_dim: int, widths: Sequence[int]) -> nn.Module:
-    """The encoder named by ``arch`` (see :data:`ARCHS`); ``widths`` is used by ``"conv"`` only.
+def build_encoder(arch: str, in_channels: int, latent_dim: int, widths: Sequence[int],
+                  pool: int = 4) -> nn.Module:
+    """The encoder named by ``arch`` (see :data:`ARCHS`); ``widths`` and ``pool`` are used by ``"conv"`` only.
 
     Raises:
         GalmocoError: for an unknown ``arch``.
     """
     if arch == "conv":
-        return ConvEncoder(in_channels, latent_dim, widths)
+        return ConvEncoder(in_channels, latent_dim, widths, pool)
     if arch in ARCHS:
         return resnet_encoder(arch, in_channels, latent_dim)
     raise GalmocoError(f"model.arch: unknown encoder {arch!r}; expected one of {', '.join(ARCHS)}")
