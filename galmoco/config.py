@@ -78,7 +78,10 @@ class MocoConfig:
     Attributes:
         queue_size: negatives in the queue; ``None`` picks ``min(4096, largest multiple of the batch
             size <= half the training set)`` so positives rarely sit in the queue as negatives.
-        momentum: key encoder momentum ``m``.
+        momentum: key encoder momentum ``m``. 0.99 (MoCo's small-data value): with the official 0.999 a
+            run of a few hundred steps on a few thousand galaxies leaves the key encoder ~90% at its
+            random initialisation and InfoNCE stays at chance (measured on the simulated survey); use
+            0.999 for long runs on 10^5+ stamps.
         temperature: InfoNCE temperature: 0.07 (MoCo v1); use 0.2 with ``head: mlp`` (v2).
         shuffle_bn: split-BN over ``bn_splits`` sub-batches plus a shuffled key batch, so BN cannot
             leak the positive pair on one device.
@@ -89,7 +92,7 @@ class MocoConfig:
     """
 
     queue_size: int | None = None
-    momentum: float = 0.999
+    momentum: float = 0.99
     temperature: float = 0.07
     shuffle_bn: bool = True
     bn_splits: int = 8
@@ -127,15 +130,16 @@ class OptimConfig:
             scaling rule). ``None``: 1e-3 for AdamW, 0.03 for SGD (MoCo's value).
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         warmup_epochs: linear warm-up from 0, in epochs (fractional allowed).
-        cosine: cosine decay to 0 (MoCo v2 ``--cos``); otherwise step decay x0.1 at 60% and 80% of
+        cosine: cosine decay to 0 (MoCo v2 ``--cos``; the default: on short runs the step decay stops
+            learning early); otherwise step decay x0.1 at 60% and 80% of
             the epochs (MoCo v1's 120/160 of 200).
     """
 
     optimizer: str = "adamw"
     lr: float | None = None
     weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    cosine: bool = False
+    warmup_epochs: float = 1.0
+    cosine: bool = True
 
     def base_lr(self) -> float:
         """The learning rate for a batch of 256."""

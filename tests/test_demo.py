@@ -39,6 +39,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_demo_writes_every_stage_and_a_true_headline(demo_run):
     out, proc = demo_run
     assert (out / "report.html").is_file() and (out / "survey" / "truth.fits").is_file()
+    assert "packed 160 objects, skipped 0" in proc.stdout  # trimmed cutouts padded, nothing else skipped
     for run in DEMO_RUNS:
         assert (out / run / "checkpoints" / "last.pt").is_file()
         assert len(Table.read(out / run / "metrics.csv", format="ascii.csv")) == 1

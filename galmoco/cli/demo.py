@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from galmoco.demo import run_demo
+from galmoco.demo import DEMO_EPOCHS, run_demo
 
 __all__ = ["demo"]
 
@@ -19,13 +19,13 @@ _DEFAULTS = {k: v.default for k, v in inspect.signature(run_demo).parameters.ite
               show_default=True, help="Folder for the survey, dataset, runs and report.")
 @click.option("--n", type=click.IntRange(min=64), default=_DEFAULTS["n"], show_default=True,
               help="Galaxies to simulate.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs per run [default: the training default].")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True,
+              help="Training epochs per run.")
 @click.option("--device", default=_DEFAULTS["device"], show_default=True, help="cpu, cuda or auto.")
 @click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True, help="Random seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=_DEFAULTS["workers"], show_default=True,
               help="Processes for simulation and packing.")
-def demo(out: Path, n: int, epochs: int | None, device: str, seed: int, workers: int) -> None:
+def demo(out: Path, n: int, epochs: int, device: str, seed: int, workers: int) -> None:
     """Simulate a survey, pack it, train `ae` and `moco-ae`, and compare them in one report.
 
     Stages already finished in --out are reused, so an interrupted demo continues where it stopped.

@@ -45,7 +45,8 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes." + _DEFAULT)
 @click.option("--mlp", is_flag=True, default=None, help="MLP projection head (MoCo v2).")
 @click.option("--aug-plus", is_flag=True, default=None, help="Stronger augmentations (MoCo v2 aug+).")
-@click.option("--cos", is_flag=True, default=None, help="Cosine learning-rate schedule (MoCo v2).")
+@click.option("--cos/--step-schedule", default=None,
+              help="Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)." + _DEFAULT)
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
               help="InfoNCE temperature (0.07 v1; 0.2 with --mlp for v2)." + _DEFAULT)
 @click.option("--queue-size", type=click.IntRange(min=1), help="Negatives in the MoCo queue [default: "
@@ -84,7 +85,7 @@ def train(dataset: Path, run_dir: Path, config_path: Path | None, resume: bool, 
         config = TrainConfig()
     overrides = {_FIELDS[name]: value for name, value in options.items()}
     overrides.update({"model.head": "mlp" if mlp else None, "augment.aug_plus": aug_plus or None,
-                      "optim.cosine": cos or None})
+                      "optim.cosine": cos})
     config = apply_overrides(config, overrides)
     result = run_training(config, dataset, run_dir, resume=resume)
     last = result.metrics[-1] if result.metrics else {}

@@ -23,12 +23,12 @@ def test_cli_train_and_resume(tiny_store, tmp_path):
                    "moco:\n  bn_splits: 4\n")
     run = tmp_path / "run"
     res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
-                   "--batch-size", "32", "--device", "cpu", "--mlp", "--cos", "--temperature", "0.2")
+                   "--batch-size", "32", "--device", "cpu", "--mlp", "--step-schedule", "--temperature", "0.2")
     assert res.returncode == 0, res.stderr
     assert "trained 1 epochs" in res.stdout
     assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "checkpoints", "tensorboard"}
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["epochs"] == 1 and saved["model"]["head"] == "mlp" and saved["optim"]["cosine"] is True
+    assert saved["epochs"] == 1 and saved["model"]["head"] == "mlp" and saved["optim"]["cosine"] is False
     assert saved["moco"]["temperature"] == 0.2 and saved["model"]["latent_dim"] == 16
     assert len(saved["sky_sigma"]) == 4
     with (run / "metrics.csv").open() as fh:
