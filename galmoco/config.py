@@ -160,6 +160,8 @@ class TrainConfig:
         objective: ``"ae"``, ``"moco"`` or ``"moco-ae"``.
         alpha: weight of the InfoNCE term (moco-ae).
         beta: weight of the masked reconstruction term (moco-ae).
+        recon_target: what the moco-ae decoder draws from the query view's latent: ``"view"`` (the
+            stamp with the view's flip/rotation/shift) or ``"stored"`` (the stored orientation).
         epochs: passes over the training split.
         batch_size: images per step (the last incomplete batch of an epoch is dropped).
         seed: seeds weights, data order, augmentations and the held-out split.
@@ -179,6 +181,7 @@ class TrainConfig:
     objective: str = "moco-ae"
     alpha: float = 1.0
     beta: float = 1.0
+    recon_target: str = "view"
     epochs: int = 50
     batch_size: int = 128
     seed: int = 0
@@ -218,6 +221,7 @@ class TrainConfig:
         """Check values; returns ``self``. Raises GalmocoError naming the option."""
         checks = [
             (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
+            (self.recon_target in ("view", "stored"), "recon_target", "view or stored"),
             (self.model.arch in ("conv", "resnet18", "resnet50"), "model.arch", "conv, resnet18 or resnet50"),
             (self.model.head in ("linear", "mlp"), "model.head", "linear or mlp"),
             (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),

@@ -35,6 +35,10 @@ def demo(out: Path, n: int, epochs: int, device: str, seed: int, workers: int) -
     click.echo("Similarity placement: fraction of transformed copies ranked 1st among all originals")
     n_used = result.headline["n"][0]
     click.echo(f"(L1 distance between latent vectors; {n_used} galaxies, empty-sky stamps left out)")
+    for name in result.headline.colnames[2:]:
+        result.headline[name].format = ".3f"
+    for name in ("galaxy_mse", "sky_mse"):
+        result.reconstruction[name].format = ".3f"
     click.echo("\n".join(result.headline.pformat(max_lines=-1, max_width=-1)))
     click.echo("")
     click.echo("Masked reconstruction error (normalised units, mean squared error):")

@@ -9,17 +9,16 @@ Design (see docs/train.md):
 - ``ae``: encode and decode the un-augmented stamp; masked MSE against its normalised self.
 - ``moco``: InfoNCE between the projected latents of two augmented views (He et al. 2020), keys from
   the momentum encoder, negatives from the queue, split-BN + key shuffle on one device.
-- ``moco-ae``: ``alpha * InfoNCE + beta * masked MSE(decode(latent(query view)), normalised
-  un-augmented stamp)``. The target is the stamp in its stored orientation: a latent made invariant
-  to flips and rotations cannot know the view's orientation, so it decodes the stored one.
-- ``insdis`` and ``cmc``: one augmented view scored against per-image memory banks
-  (:class:`~galmoco.models.memory_bank.MultiViewNCE`; docs/distributed.md).
-
-Across ranks (torchrun), MoCo's keys are gathered from every rank before they are enqueued, so the
-queues stay identical, and the key batch is shuffled across ranks (``RankBatchShuffle``).
+- ``moco-ae``: ``alpha * InfoNCE + beta * masked MSE(decode(latent(query view)), target)``. The
+  target is the stamp as the query view shows it (its flip, rotation and shift, not its noise, blur
+  or flux changes): a latent that must also draw the view keeps the orientation reconstruction
+  needs, while InfoNCE pulls the views together (``recon_target: stored`` draws the stored
+  orientation instead, see :class:`MocoAEObjective`).
 """
 
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galmoco.config import TrainConfig
-from galmoco.data.augment import GalaxyAugment
+from galmoco.data.augment import AugmentParams, GalaxyAugment
 from galmoco.data.masks import pixel_weights
 from galmoco.distributed import RankBatchShuffle, concat_all_gather, is_distributed
 from galmoco.losses import info_nce, masked_mse, nce_loss, softmax_ce
@@ -62,11 +61,17 @@ class Objective(nn.Module):
         ``"loss"`` is the total to minimise."""
         raise NotImplementedError
 
-    def reconstruction_loss(self, latent: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Masked MSE of ``decode(latent)`` against the normalised un-augmented stamps of ``batch``."""
-        images = batch["image"]
+    def reconstruction_loss(self, latent: torch.Tensor, batch: dict[str, torch.Tensor],
+                            geometry: AugmentParams | None = None) -> torch.Tensor:
+        """Masked MSE of ``decode(latent)`` against the normalised stamps of ``batch``: as stored, or moved
+        by ``geometry`` (a view's flip/rotation/shift, without its photometric changes), masks alike."""
+        images, mask = batch["image"], batch.get("mask")
+        if geometry is not None:
+            images = self.augment.apply_geometry(images, geometry)
+            if mask is not None:
+                mask = self.augment.apply_geometry(mask[:, None], geometry)[:, 0]
         target = self.model.normalize(images)
-        weights = pixel_weights(images, batch.get("mask"), self.config.mask)
+        weights = pixel_weights(images, mask, self.config.mask)
         return masked_mse(self.model.decode(latent), target, weights)
 
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
@@ -118,11 +123,16 @@ class MocoObjective(Objective):
         self.key_encoder.train()
         return self
 
-    def contrastive(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """InfoNCE of the batch (enqueues its keys) and the query view's latent."""
+    def contrastive(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, AugmentParams]:
+        """InfoNCE of the batch (enqueues its keys), the query view's latent and the query view's draws."""
         images = batch["image"]
         # both views in one batched call: independent draws per row, half the per-call overhead
-        views = self.augment(torch.cat([images, images]), generator=self.generator)
+        both = torch.cat([images, images])
+        params = self.augment.sample(both.shape[0], both.device, self.generator)
+        views = self.augment.apply(both, params, self.generator)
+        n = images.shape[0]
+        q_params = replace(params, **{f.name: getattr(params, f.name)[:n] for f in fields(params)
+                                      if getattr(params, f.name) is not None})
         q_view, k_view = self.model.normalize(views).chunk(2)
         latent = self.model.encoder(q_view)
         q = self.model.head(latent)
@@ -135,19 +145,27 @@ class MocoObjective(Objective):
                 k = self.key_encoder(k_view)
         loss = info_nce(q, k, self.queue.negatives(), self.config.moco.temperature)
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
-        return loss, latent
+        return loss, latent, q_params
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, _ = self.contrastive(batch)
+        nce, _, _ = self.contrastive(batch)
         return {"loss": nce, "loss_contrastive": nce}
 
 
 class MocoAEObjective(MocoObjective):
-    """``alpha * InfoNCE + beta * masked reconstruction``, the decoder reading the query view's latent."""
+    """``alpha * InfoNCE + beta * masked reconstruction``, the decoder reading the query view's latent.
+
+    With ``recon_target="view"`` (default) the decoder draws the stamp as the query saw it (its flip,
+    rotation and shift; not its noise, blur or flux changes), so the latent keeps the orientation
+    that reconstruction needs while InfoNCE pulls the views together; ``beta`` sets the balance.
+    With ``"stored"`` it draws the stored orientation, which no orientation-free latent can know:
+    on the simulated survey that capped the galaxy-pixel error ~60% above the ``ae`` baseline's
+    whatever ``beta`` (docs/train.md)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, latent = self.contrastive(batch)
-        recon = self.reconstruction_loss(latent, batch)
+        nce, latent, q_params = self.contrastive(batch)
+        geometry = q_params if self.config.recon_target == "view" else None
+        recon = self.reconstruction_loss(latent, batch, geometry)
         total = self.config.alpha * nce + self.config.beta * recon
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}
 

@@ -23,7 +23,8 @@ def test_cli_train_and_resume(tiny_store, tmp_path):
                    "moco:\n  bn_splits: 4\n")
     run = tmp_path / "run"
     res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
-                   "--batch-size", "32", "--device", "cpu", "--mlp", "--step-schedule", "--temperature", "0.2")
+                   "--batch-size", "32", "--device", "cpu", "--mlp", "--step-schedule",
+                   "--temperature", "0.2")
     assert res.returncode == 0, res.stderr
     assert "trained 1 epochs" in res.stdout
     assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "checkpoints", "tensorboard"}

@@ -66,3 +66,24 @@ def test_knn_predicts_clusters():
     assert knn_predict(bank, labels, queries, 3, k=5).tolist() == [0, 1, 2]
     assert knn_accuracy(bank, labels, queries, torch.tensor([0, 1, 1]), k=5) == pytest.approx(2 / 3)
     assert encode_labels(["spiral", "elliptical", "spiral"]).tolist() == [1, 0, 1]
+
+
+@pytest.mark.parametrize("target", ["view", "stored"])
+def test_moco_ae_reconstructs_what_the_query_view_shows(target):
+    obj = _objective("moco-ae")
+    obj.config.recon_target = target
+    obj.eval()
+    images = 5 * torch.rand(8, 4, 32, 32)
+    draws = torch.Generator().manual_seed(3)
+    obj.generator = torch.Generator().manual_seed(3)
+    params = obj.augment.sample(16, "cpu", draws)  # the draws contrastive() makes for both views
+    q_params = type(params)(**{k: (v[:8] if v is not None else None) for k, v in vars(params).items()})
+    seen = obj.augment.apply_geometry(images, q_params)
+    assert not torch.equal(seen, images)  # the view really is moved
+    out = obj({"image": images})
+    with torch.no_grad():
+        q_view = obj.model.normalize(obj.augment.apply(torch.cat([images, images]), params, draws))[:8]
+        recon = obj.model.decode(obj.model.encoder(q_view))
+        drawn = seen if target == "view" else images
+        expected = (recon - obj.model.normalize(drawn)).pow(2).mean()
+    assert torch.allclose(out["loss_recon"], expected, atol=1e-5)
