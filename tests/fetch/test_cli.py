@@ -67,7 +67,10 @@ def test_ctrl_c_stops_cleanly(tmp_path, legacy_server):
     proc = subprocess.Popen([sys.executable, "-m", "galmoco", "fetch", str(manifest), "-o", str(out),
                              "--service", "legacysurvey", "--size", "32", "--workers", "2",
                              "--url", legacy_server.viewer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            # a background job of a non-interactive shell (as CI may be) inherits SIGINT
+                            # ignored, and Python keeps it so: give the child the default a terminal has
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while sum(legacy_server.served.values()) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
