@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from galmoco.config import TrainConfig
+from galmoco.io import store
 from galmoco.io.store import CutoutDataset
 from galmoco.train.loop import _build, _prepare, epoch_batches
 
@@ -42,16 +42,7 @@ def write_store(path: Path, n: int, size: int = 64, bands: str = "griz", seed: i
     v = -xx[None] * np.sin(theta)[:, None, None] + yy[None] * np.cos(theta)[:, None, None]
     profile = 30 * np.exp(-0.5 * ((u / r[:, None, None]) ** 2 + (v / (q * r)[:, None, None]) ** 2))
     images = (profile[:, None] + rng.normal(0, 1, (n, len(bands), size, size))).astype(np.float32)
-    catalog = np.zeros(n, dtype=[("id", "S16"), ("ra", "f8"), ("dec", "f8"), ("source", "S8"),
-                                 ("n_bad_pixels", "i4"), ("padded", "?")])
-    catalog["id"] = [f"g{i}".encode() for i in range(n)]
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("images", data=images, chunks=(1, len(bands), size, size))
-        h5.create_dataset("weights", data=np.ones_like(images), chunks=(1, len(bands), size, size))
-        h5.create_dataset("catalog", data=catalog)
-        h5.attrs.update({"bands": bands, "units": "counts", "pixel_scale": 0.263, "zeropoint": 30.0,
-                         "galmoco_version": "bench", "complete": True})
-    return path
+    return store.write_store(path, images, bands=bands, catalog={"id": [f"g{i}" for i in range(n)]})
 
 
 def bench(store: Path, objective: str, batch_size: int, steps: int) -> tuple[float, float]:

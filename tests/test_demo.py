@@ -17,9 +17,7 @@ from nbclient import NotebookClient
 from galmoco.demo import DEMO_RUNS, headline_table
 from galmoco.embed import read_embeddings
 from galmoco.fetch.manifest import read_manifest
-
-sys.path.insert(0, str(Path(__file__).parent / "fetch"))
-from servers import DesAccessServer, running  # noqa: E402
+from tests.fetch.servers import DesAccessServer, running
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

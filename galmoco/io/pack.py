@@ -38,14 +38,11 @@ from galmoco.io.fits import (
     parse_size,
     read_cutout,
 )
+from galmoco.io.store import BASE_DTYPE, STRING
 
 __all__ = ["PackResult", "Skipped", "default_workers", "expand_sources", "join_catalog", "load_catalog",
            "pack_cutouts"]
 
-_STR = h5py.string_dtype()
-#: the store's own catalogue columns; a joined catalogue's columns follow
-BASE_DTYPE = np.dtype([("id", _STR), ("ra", "f8"), ("dec", "f8"), ("source", _STR),
-                       ("n_bad_pixels", "i4"), ("padded", "?")])
 _CHUNK = 16  # sources per pool task: amortises the inter-process round trip (~0.2 ms) over ~20 ms of reads
 _BATCH = 64  # objects per HDF5 append + flush: bounds what a kill can lose
 
@@ -176,7 +173,7 @@ def join_catalog(rows: np.ndarray, table: Table, id_column: str = "id") -> np.nd
         col = table[name]
         data = np.asarray(col.filled(_fill(col.dtype)) if getattr(col, "mask", None) is not None else col)
         kind_str = data.dtype.kind in "USO"
-        dtype = _STR if kind_str else data.dtype.newbyteorder("=")  # FITS tables are big-endian
+        dtype = STRING if kind_str else data.dtype.newbyteorder("=")  # FITS tables are big-endian
         out = np.full((len(rows), *data.shape[1:]), _fill(data.dtype), dtype=object if kind_str else dtype)
         out[found] = data[match[found]].astype(str) if kind_str else data[match[found]]
         key = f"{name}_catalog" if name in BASE_DTYPE.names or name == "in_catalog" else name

@@ -7,7 +7,8 @@ the catalogue as an astropy Table, ``CutoutDataset`` for training with a torch D
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -16,9 +17,15 @@ import torch
 from astropy.table import Table
 from torch.utils.data import Dataset
 
+from galmoco import __version__
 from galmoco.errors import GalmocoError
 
-__all__ = ["CutoutDataset", "CutoutStore", "read_catalog"]
+__all__ = ["BASE_DTYPE", "CutoutDataset", "CutoutStore", "read_catalog", "write_store"]
+
+STRING = h5py.string_dtype()
+#: the store's own catalogue columns (docs/architecture.md); columns joined from a catalogue follow
+BASE_DTYPE = np.dtype([("id", STRING), ("ra", "f8"), ("dec", "f8"), ("source", STRING),
+                       ("n_bad_pixels", "i4"), ("padded", "?")])
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -174,3 +181,64 @@ class CutoutDataset(Dataset):
         state = self.__dict__.copy()
         state["_h5"], state["_pid"] = None, None
         return state
+
+
+def write_store(path: str | Path, images: np.ndarray, weights: np.ndarray | None = None,
+                catalog: Mapping[str, Sequence] | None = None, bands: str = "griz", units: str = "counts",
+                pixel_scale: float = 0.263, zeropoint: float = 30.0) -> Path:
+    """Write a complete store from arrays in memory (what ``galmoco pack`` writes from FITS files).
+
+    For stamps made in code: simulations, tests, benchmarks. Written to a temporary file in the same
+    folder and renamed, so a failure leaves no store behind.
+
+    Args:
+        path: the ``.h5`` file to write.
+        images: ``(N, B, H, W)`` flux in ``units``.
+        weights: inverse variance, same shape (default: ones).
+        catalog: column name -> N values. The store's own columns (:data:`BASE_DTYPE`) default to
+            ``id`` ``obj<i>``, ``ra``/``dec`` NaN (degrees), ``source`` ``"memory"``, 0 and False;
+            any other column is stored after them (strings as variable-length UTF-8).
+        bands: one letter per band, e.g. ``"griz"``.
+        units, pixel_scale, zeropoint: flux units, arcsec/pixel, magnitude zero point.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        GalmocoError: for shapes or column lengths that do not match.
+    """
+    path = Path(path)
+    images = np.asarray(images, dtype=np.float32)
+    weights = np.ones_like(images) if weights is None else np.asarray(weights, dtype=np.float32)
+    if images.ndim != 4 or weights.shape != images.shape or images.shape[1] != len(bands):
+        raise GalmocoError(f"{path}: images {images.shape} and weights {weights.shape} must both be "
+                           f"(N, {len(bands)} bands, H, W)")
+    n = len(images)
+    columns = {"id": [f"obj{i}" for i in range(n)], "ra": np.full(n, np.nan), "dec": np.full(n, np.nan),
+               "source": ["memory"] * n, **(catalog or {})}
+    extra = []
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise GalmocoError(f"{path}: catalogue column {name!r} has {len(values)} values for {n} stamps")
+        if name not in BASE_DTYPE.names:
+            extra.append((name, STRING if values.dtype.kind in "USO" else values.dtype.newbyteorder("=")))
+    table = np.zeros(n, dtype=np.dtype([*((f, BASE_DTYPE[f]) for f in BASE_DTYPE.names), *extra]))
+    for name, values in columns.items():
+        values = np.asarray(values)
+        table[name] = values.astype(str).astype(object) if values.dtype.kind in "USO" else values
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            chunks = (1, *images.shape[1:])
+            h5.create_dataset("images", data=images, chunks=chunks)
+            h5.create_dataset("weights", data=weights, chunks=chunks)
+            h5.create_dataset("catalog", data=table)
+            h5.attrs.update({"bands": bands, "units": units, "pixel_scale": pixel_scale,
+                             "zeropoint": zeropoint, "galmoco_version": __version__, "complete": True})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

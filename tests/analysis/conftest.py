@@ -1,6 +1,6 @@
 """Fixtures for the embed and analysis tests: a tiny packed store and tiny run dirs.
 
-The store is written with h5py straight from the layout in docs/architecture.md. A run dir holds a real
+The store is written with ``galmoco.io.store.write_store``. A run dir holds a real
 ``config.yaml`` and a real checkpoint of a small, untrained (seeded) ``GalaxyModel`` saved with the
 trainer's own ``save_checkpoint``, plus a ``metrics.csv`` per the contract: real inference, no training.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
 from galmoco.config import ModelConfig, TrainConfig, config_to_dict, save_config
+from galmoco.io.store import write_store as store_writer
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.train.checkpoint import load_model, save_checkpoint
 
@@ -48,22 +48,10 @@ def write_store(path: Path, n: int = N_OBJECTS) -> Path:
     """A packed store per docs/architecture.md with truth columns ``class`` and ``hlr_arcsec``."""
     images, classes = make_images(n)
     rng = np.random.default_rng(1)
-    cat = np.zeros(n, dtype=[("id", "S16"), ("ra", "f8"), ("dec", "f8"), ("source", "S32"),
-                             ("n_bad_pixels", "i4"), ("padded", "?"), ("class", "S8"), ("hlr_arcsec", "f8")])
-    cat["id"] = [f"obj{i:03d}".encode() for i in range(n)]
-    cat["ra"] = rng.uniform(10, 11, n)
-    cat["dec"] = rng.uniform(-1, 0, n)
-    cat["source"] = b"sim"
-    cat["class"] = [c.encode() for c in classes]
     hlr = np.array([0.0 if c == "empty" else 1.0 + (c == "disk") for c in classes])
-    cat["hlr_arcsec"] = hlr + rng.normal(0, 0.05, n)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=images, chunks=(1, len(BANDS), SIZE, SIZE))
-        f.create_dataset("weights", data=np.ones_like(images), chunks=(1, len(BANDS), SIZE, SIZE))
-        f.create_dataset("catalog", data=cat)
-        f.attrs.update(bands=BANDS, units="counts", pixel_scale=0.263, zeropoint=30.0,
-                       galmoco_version="test", complete=True)
-    return path
+    return store_writer(path, images, bands=BANDS, catalog={
+        "id": [f"obj{i:03d}" for i in range(n)], "ra": rng.uniform(10, 11, n), "dec": rng.uniform(-1, 0, n),
+        "source": ["sim"] * n, "class": classes, "hlr_arcsec": hlr + rng.normal(0, 0.05, n)})
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
-"""Fixtures for the data layer: constructed galaxy stamps and a tiny packed store written with h5py."""
+"""Fixtures for the data layer: constructed galaxy stamps and a tiny packed store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+
+from galmoco.io import store
 
 #: per-band sky sigma of the constructed stamps (counts at zero point 30, DES-like g r i z)
 SKY_SIGMA = np.array([2.0, 2.6, 4.6, 8.8])
@@ -30,21 +31,11 @@ def noisy_stamp(rng: np.random.Generator, size: int = 64, amplitude: float = 400
 
 
 def write_store(path: Path, images: np.ndarray, weights: np.ndarray, bands: str = "griz") -> Path:
-    """Write a packed store following docs/architecture.md (images, weights, catalog, attrs)."""
-    n, b, h, w = images.shape
-    catalog = np.zeros(n, dtype=[("id", h5py.string_dtype()), ("ra", "f8"), ("dec", "f8"),
-                                 ("source", h5py.string_dtype()), ("n_bad_pixels", "i4"), ("padded", "?")])
-    catalog["id"] = [f"obj{i}" for i in range(n)]
-    catalog["ra"] = np.linspace(10.0, 11.0, n)
-    catalog["dec"] = np.linspace(-40.0, -39.0, n)
-    catalog["source"] = [f"cutouts/obj{i}" for i in range(n)]
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("images", data=images.astype(np.float32), chunks=(1, b, h, w))
-        h5.create_dataset("weights", data=weights.astype(np.float32), chunks=(1, b, h, w))
-        h5.create_dataset("catalog", data=catalog)
-        h5.attrs.update({"bands": bands, "units": "counts", "pixel_scale": 0.263, "zeropoint": 30.0,
-                         "galmoco_version": "0.1.0", "complete": True})
-    return path
+    """A packed store of these stamps (:func:`galmoco.io.store.write_store`)."""
+    n = len(images)
+    return store.write_store(path, images, weights, bands=bands, catalog={
+        "ra": np.linspace(10.0, 11.0, n), "dec": np.linspace(-40.0, -39.0, n),
+        "source": [f"cutouts/obj{i}" for i in range(n)]})
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def sky_sigma() -> np.ndarray:
 
 @pytest.fixture
 def make_source():
-    """:func:`gaussian_source` (tests cannot import conftest by name: every subpackage has one)."""
+    """:func:`gaussian_source` (a fixture, so tests need not import the conftest)."""
     return gaussian_source
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import DesAccessServer, LegacySurveyServer, running  # noqa: E402
+from .servers import DesAccessServer, LegacySurveyServer, running
 
 PASSWORD = "s3cret-Pa55word"
 USER = "alice"

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PASSWORD, POSITIONS, USER, write_manifest
+
+from .conftest import PASSWORD, POSITIONS, USER, write_manifest
 
 
 def _run(args, env=None, **kwargs):

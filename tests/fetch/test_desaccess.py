@@ -14,7 +14,6 @@ from pathlib import Path
 
 import fitsio
 import pytest
-from conftest import FAST, PASSWORD, POSITIONS, USER, write_manifest
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch import fetch_cutouts
@@ -23,6 +22,8 @@ from galmoco.fetch.desaccess import DesAccessClient, DesJobOptions
 from galmoco.fetch.engine import HttpClient, RetryPolicy
 from galmoco.fetch.manifest import des_basename
 from galmoco.fetch.verify import verify_des_band
+
+from .conftest import FAST, PASSWORD, POSITIONS, USER, write_manifest
 
 
 def _fetch(server, manifest, out, **kwargs):

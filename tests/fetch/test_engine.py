@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import POSITIONS, write_manifest
 
 from galmoco.fetch.engine import HttpClient, RetryPolicy, atomic_write_bytes, run_downloads
 from galmoco.fetch.legacysurvey import cube_downloads
 from galmoco.fetch.manifest import read_manifest
 from galmoco.fetch.verify import VerifyError, verify_legacy_cube
+
+from .conftest import POSITIONS, write_manifest
 
 FAST = RetryPolicy(attempts=4, backoff=0.01, timeout=0.5)
 

@@ -7,10 +7,11 @@ import csv
 import fitsio
 import numpy as np
 import pytest
-from conftest import FAST, POSITIONS, write_manifest
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch import fetch_cutouts
+
+from .conftest import FAST, POSITIONS, write_manifest
 
 
 def _summary(out):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-from conftest import write_manifest
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch.manifest import des_basename, read_manifest
+
+from .conftest import write_manifest
 
 
 def test_des_basename_matches_the_service_example():

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from galmoco.errors import GalmocoError
 from galmoco.io.pack import pack_cutouts
-from galmoco.io.store import CutoutDataset, CutoutStore, read_catalog
+from galmoco.io.store import CutoutDataset, CutoutStore, read_catalog, write_store
 
 
 @pytest.fixture
@@ -94,3 +94,31 @@ def test_dataset_defaults_pickling_and_errors(store):
         CutoutDataset(path, fields=("image", "masks/other"))
     with pytest.raises(GalmocoError, match=r"indices out of range 0\.\.19"):
         CutoutDataset(path, indices=[0, 20])
+
+
+def test_write_store_round_trip_and_defaults(tmp_path):
+    images = np.arange(3 * 2 * 4 * 4, dtype=np.float64).reshape(3, 2, 4, 4)
+    path = write_store(tmp_path / "m.h5", images, bands="gr", catalog={
+        "ra": [1.0, 2.0, 3.0], "class": ["spiral", "elliptical", "empty"],
+        "size": np.array([1, 2, 3], ">i8")})
+    with CutoutStore(path) as s:
+        assert s.bands == ("g", "r") and s.shape == (2, 4, 4) and len(s) == 3
+        assert np.array_equal(s.read_batch([0, 2]), images[[0, 2]].astype(np.float32))
+        assert np.array_equal(s.read_batch([1], "weights"), np.ones((1, 2, 4, 4), np.float32))
+        assert s.attrs["complete"] and s.attrs["units"] == "counts"
+    cat = read_catalog(path)
+    assert list(cat["id"]) == ["obj0", "obj1", "obj2"] and list(cat["source"]) == ["memory"] * 3
+    assert list(cat["ra"]) == [1.0, 2.0, 3.0] and np.isnan(cat["dec"]).all()
+    assert list(cat["class"]) == ["spiral", "elliptical", "empty"] and list(cat["size"]) == [1, 2, 3]
+    assert list(cat["n_bad_pixels"]) == [0, 0, 0] and not cat["padded"].any()
+    item = CutoutDataset(path, fields=("image",))[1]
+    assert torch.equal(item["image"], torch.from_numpy(images[1].astype(np.float32))) and item["index"] == 1
+
+
+def test_write_store_rejects_mismatches_and_leaves_nothing(tmp_path):
+    images = np.zeros((2, 4, 4, 4), np.float32)
+    with pytest.raises(GalmocoError, match=r"must both be \(N, 3 bands, H, W\)"):
+        write_store(tmp_path / "a.h5", images, bands="gri")
+    with pytest.raises(GalmocoError, match=r"catalogue column 'ra' has 3 values for 2 stamps"):
+        write_store(tmp_path / "a.h5", images, catalog={"ra": [1.0, 2.0, 3.0]})
+    assert list(tmp_path.iterdir()) == []

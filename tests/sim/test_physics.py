@@ -5,12 +5,13 @@ from __future__ import annotations
 import galsim
 import numpy as np
 import pytest
-from conftest import only
 from scipy.optimize import least_squares
 
 from galmoco.sim import ObservingConfig, SimSpec, simulate_object
 from galmoco.sim.population import Component, ObjectParams
 from galmoco.sim.render import render_stamp
+
+from .conftest import only
 
 RA, DEC = 30.0, -30.0  # deep inside tile DES0200-3004's row, away from edges: untrimmed
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from galmoco.config import MocoConfig, ModelConfig, OptimConfig, TrainConfig
+from galmoco.io.store import write_store
 
 CLASSES = ("round", "elongated", "two-blob")
 
@@ -45,20 +45,9 @@ def write_synthetic_store(path: Path, n: int = 192, size: int = 32, bands: str =
             img = _gaussian(yy, xx, *(c + d), 1.8, 1.8, 0.0) + _gaussian(yy, xx, *(c - d), 1.8, 1.8, 0.0)
         images[i] = amp * colours[:, None, None] * img + rng.normal(0, 1.0, (len(bands), size, size))
         labels.append(kind)
-    catalog = np.zeros(n, dtype=[("id", "S16"), ("ra", "f8"), ("dec", "f8"), ("source", "S16"),
-                                 ("n_bad_pixels", "i4"), ("padded", "?"), ("class", "S16")])
-    catalog["id"] = [f"obj{i:05d}".encode() for i in range(n)]
-    catalog["ra"] = rng.uniform(0, 360, n)
-    catalog["dec"] = rng.uniform(-60, 0, n)
-    catalog["source"] = b"synthetic"
-    catalog["class"] = [lab.encode() for lab in labels]
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("images", data=images, chunks=(1, len(bands), size, size))
-        h5.create_dataset("weights", data=np.ones_like(images), chunks=(1, len(bands), size, size))
-        h5.create_dataset("catalog", data=catalog)
-        h5.attrs.update({"bands": bands, "units": "counts", "pixel_scale": 0.263, "zeropoint": 30.0,
-                         "galmoco_version": "test", "complete": True})
-    return path
+    return write_store(path, images, bands=bands, catalog={
+        "id": [f"obj{i:05d}" for i in range(n)], "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-60, 0, n),
+        "source": ["synthetic"] * n, "class": labels})
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, write_synthetic_store
 
 from galmoco.config import BankConfig, MocoConfig
 from galmoco.distributed import find_free_port
 from galmoco.train import load_model, train
 from galmoco.train.loop import DUMP_RANK_STATE_ENV
+
+from .conftest import tiny_config, write_synthetic_store
 
 
 def _metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -10,12 +10,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from galmoco.errors import GalmocoError
 from galmoco.models import GalaxyModel
 from galmoco.train import load_model, loop, train
 from galmoco.train.loop import METRIC_COLUMNS, epoch_batches, lr_factor
+
+from .conftest import tiny_config
 
 
 def _losses(run_dir: Path) -> list[tuple[str, ...]]:

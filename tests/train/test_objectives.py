@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from galmoco.data.augment import GalaxyAugment
 from galmoco.models import GalaxyModel
 from galmoco.models.moco import SplitBatchNorm
 from galmoco.train.knn import encode_labels, knn_accuracy, knn_predict
 from galmoco.train.objectives import AEObjective, MocoAEObjective, build_objective
+
+from .conftest import tiny_config
 
 
 def _objective(objective: str):
