@@ -61,6 +61,9 @@ class ModelConfig:
             is survives; 1: global average pooling).
         head: projection head, ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
         proj_dim: output size of the projection head.
+        frame: ``"d4"``: the encoder reads each stamp in its canonical D4 frame and the decoder draws in
+            it (``galmoco.models.canonical``), so the latent is exactly the same for the eight flips
+            and quarter turns of a stamp; ``"none"``: the stamp as given, any invariance is learned.
     """
 
     arch: str = "conv"
@@ -69,6 +72,7 @@ class ModelConfig:
     pool: int = 4
     head: str = "linear"
     proj_dim: int = 128
+    frame: str = "d4"
 
 
 @dataclass
@@ -167,6 +171,9 @@ class TrainConfig:
         seed: seeds weights, data order, augmentations and the held-out split.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
         num_workers: DataLoader processes reading the store (augmentation runs on the device).
+        in_memory: hold the training split's stamps (and sky masks) in memory; ``None`` does so when
+            they take at most 2 GiB (``galmoco.io.store.IN_MEMORY_BYTES``), else each batch is read
+            from the file.
         num_threads: CPU threads for torch during the run (restored afterwards); ``None`` keeps torch's
             default (one per core). On a busy shared machine 1 can be several times faster, because
             idle-spinning OpenMP threads then compete with other processes.
@@ -187,6 +194,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    in_memory: bool | None = None
     num_threads: int | None = None
     val_fraction: float = 0.1
     label_column: str = "class"
@@ -224,6 +232,7 @@ class TrainConfig:
             (self.recon_target in ("view", "stored"), "recon_target", "view or stored"),
             (self.model.arch in ("conv", "resnet18", "resnet50"), "model.arch", "conv, resnet18 or resnet50"),
             (self.model.head in ("linear", "mlp"), "model.head", "linear or mlp"),
+            (self.model.frame in ("d4", "none"), "model.frame", "d4 or none"),
             (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
             (self.optim.optimizer in ("adamw", "sgd"), "optim.optimizer", "adamw or sgd"),

@@ -1,9 +1,9 @@
 """The main job end to end on the embedded default (a simulated DES-like survey).
 
-simulate -> pack (truth joined) -> train ``ae`` and ``moco-ae`` -> embed with the 7 transforms ->
-similarity placement -> probes -> ``report.html``, then a headline table of what the report shows.
-Every stage that already finished in ``out`` is reused, so an interrupted demo continues where it
-stopped. ``make demo`` runs this with its defaults; ``galmoco demo`` exposes the knobs.
+simulate -> pack (truth joined) -> train ``ae`` and ``moco-ae`` -> embed with the 7 symmetries and the
+45-degree turn -> similarity placement -> probes -> ``report.html``, then a headline table of what the
+report shows. Every stage that already finished in ``out`` is reused, so an interrupted demo continues
+where it stopped. ``make demo`` runs this with its defaults; ``galmoco demo`` exposes the knobs.
 """
 
 from __future__ import annotations

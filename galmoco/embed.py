@@ -2,8 +2,9 @@
 
 The table holds the store's catalogue (``id``, ``ra``, ``dec`` and every other column), ``latent``
 ``(N, D)`` float32, optionally ``projection`` (the projection head's output) and, with
-``transforms=True``, ``latent_<name>`` for each of the 7 non-identity symmetries of the square
-(:data:`galmoco.data.transforms.TRANSFORMS`), the input of similarity placement. The format follows
+``transforms=True``, ``latent_<name>`` for each of the 7 non-identity symmetries of the square and
+the 45-degree turn (:data:`galmoco.data.transforms.PLACEMENT_TRANSFORMS`), the input of similarity
+placement. The format follows
 the output suffix: ``.parquet`` (vector columns as fixed-size lists), ``.fits`` (vector columns as
 ``(N, D)`` array columns) or ``.h5``/``.hdf5`` (an astropy table at path ``embeddings``).
 """
@@ -20,7 +21,7 @@ import torch
 from astropy.table import Table
 from tqdm.auto import tqdm
 
-from galmoco.data.transforms import TRANSFORMS, apply_symmetry
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore, read_catalog
 
@@ -166,7 +167,7 @@ def _encode_all(
     n = len(data)
     if n == 0:
         raise GalmocoError(f"{data.path}: the store holds no stamps")
-    names = ("latent",) + (tuple(f"latent_{t}" for t in TRANSFORMS) if transforms else ())
+    names = ("latent",) + (tuple(f"latent_{t}" for t in PLACEMENT_TRANSFORMS) if transforms else ())
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names + (("projection",) if with_projection else ())}
     cuda = dev.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -178,8 +179,9 @@ def _encode_all(
             if with_projection:
                 parts["projection"].append(model.project(latent).float().cpu().numpy())
             if transforms:
-                for t in TRANSFORMS:
-                    parts[f"latent_{t}"].append(model.encode(apply_symmetry(images, t)).float().cpu().numpy())
+                for t in PLACEMENT_TRANSFORMS:
+                    copies = model.encode(apply_transform(images, t))
+                    parts[f"latent_{t}"].append(copies.float().cpu().numpy())
             bar.update(images.shape[0])
     return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
 

@@ -45,7 +45,7 @@ def test_demo_writes_every_stage_and_a_true_headline(demo_run):
     truth = Table.read(out / "survey" / "truth.fits")
     n_used = int(np.sum(np.asarray(truth["class"]).astype(str) != "empty"))
     assert list(placement["transform"]) == ["flip1", "flip2", "flip3", "rot90", "rot270", "transpose",
-                                            "antitranspose"]
+                                            "antitranspose", "rot45"]
     assert set(placement["n"]) == {n_used}
     # the printed table is the one in the files, number for number
     for row in placement:

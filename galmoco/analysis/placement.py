@@ -32,7 +32,7 @@ from astropy.table import Table
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from galmoco.data.transforms import TRANSFORMS
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.errors import GalmocoError
 
 __all__ = [
@@ -301,7 +301,7 @@ def placement_ranks(
 
 def _transform_columns(table: Table, transforms: Sequence[str] | None) -> list[str]:
     if transforms is None:
-        names = [t for t in TRANSFORMS if f"latent_{t}" in table.colnames]
+        names = [t for t in PLACEMENT_TRANSFORMS if f"latent_{t}" in table.colnames]
     else:
         names = list(transforms)
     if not names:
@@ -326,7 +326,7 @@ def placement_table(
     Args:
         embeddings: table with ``id``, ``latent`` (N, D) and ``latent_<transform>`` columns.
         metric: ``"l1"``, ``"l2"`` or ``"cosine"``.
-        transforms: names to rank (default: every ``latent_<name>`` column of :data:`TRANSFORMS`).
+        transforms: names to rank (default: every ``latent_<name>`` column of :data:`PLACEMENT_TRANSFORMS`).
         exclude: optional ``(N,)`` bool, True for rows to leave out entirely (neither ranked nor a
             competitor), e.g. empty-sky stamps that have nothing to recognise.
         chunk: see :func:`placement_ranks`.

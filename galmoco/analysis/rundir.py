@@ -52,7 +52,8 @@ def find_embeddings(run_dir: str | Path) -> Path | None:
 def ensure_embeddings(
     run_dir: str | Path, store: str | Path | None = None, device: str = "auto"
 ) -> Path | None:
-    """The run's embeddings table; embedded now (with the 7 transforms) when missing and ``store`` given."""
+    """The run's embeddings table; embedded now (with the placement transforms) when missing and
+    ``store`` is given."""
     found = find_embeddings(run_dir)
     if found is not None or store is None:
         return found

@@ -15,7 +15,7 @@ from galmoco.analysis.placement import METRICS
 from galmoco.analysis.probes import run_probes
 from galmoco.analysis.report import build_report
 from galmoco.analysis.rundir import PROBES, find_embeddings, write_placement
-from galmoco.data.transforms import TRANSFORMS
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.embed import read_embeddings, write_table
 from galmoco.errors import GalmocoError
 
@@ -50,7 +50,7 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--metric", type=click.Choice(METRICS), default=_PLACEMENT["metric"], show_default=True,
               help="Distance between latent vectors.")
 @click.option("--transforms",
-              help=f"Comma-separated subset of {','.join(TRANSFORMS)} [default: all present].")
+              help=f"Comma-separated subset of {','.join(PLACEMENT_TRANSFORMS)} [default: all present].")
 @click.option("--exclude-column", help="Leave out rows whose COLUMN equals --exclude-value (e.g. class).")
 @click.option("--exclude-value", help="Value of --exclude-column to leave out (e.g. empty).")
 @click.option("--chunk", type=click.IntRange(min=1), help="Queries per block [default: ~128 MB per block].")

@@ -19,7 +19,8 @@ _DEFAULTS = {k: p.default for k, p in inspect.signature(embed_store).parameters.
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output table: .parquet, .fits or .h5.")
-@click.option("--transforms", is_flag=True, help="Also embed the 7 flipped/rotated copies (latent_<name>).")
+@click.option("--transforms", is_flag=True, help="Also embed the 7 flipped/rotated copies and the 45-degree "
+              "turn (latent_<name>).")
 @click.option("--projection", "with_projection", is_flag=True,
               help="Also write the projection head's output.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS["batch_size"], show_default=True,

@@ -16,6 +16,7 @@ __all__ = ["train"]
 _FIELDS = {
     "objective": "objective", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
     "optimizer": "optim.optimizer", "device": "device", "seed": "seed", "workers": "num_workers",
+    "in_memory": "in_memory",
     "temperature": "moco.temperature", "queue_size": "moco.queue_size", "arch": "model.arch",
     "latent_dim": "model.latent_dim", "mask_rule": "mask.rule", "sky_weight": "mask.sky_weight",
     "norm": "normalize.method", "label_column": "label_column", "alpha": "alpha", "beta": "beta",
@@ -43,6 +44,9 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
 @click.option("--device", help="cpu, cuda, cuda:N or auto." + _DEFAULT)
 @click.option("--seed", type=int, help="Random seed." + _DEFAULT)
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes." + _DEFAULT)
+@click.option("--in-memory/--from-file", default=None,
+              help="Hold the training stamps in memory, or read each batch from the store [default: in "
+              "memory when they take at most 2 GiB].")
 @click.option("--mlp", is_flag=True, default=None, help="MLP projection head (MoCo v2).")
 @click.option("--aug-plus", is_flag=True, default=None, help="Stronger augmentations (MoCo v2 aug+).")
 @click.option("--cos/--step-schedule", default=None,

@@ -11,6 +11,7 @@ from torch import nn
 from galmoco.config import TrainConfig
 from galmoco.data.normalize import Normalizer
 from galmoco.errors import GalmocoError
+from galmoco.models.canonical import canonical_frame, from_canonical, to_canonical
 from galmoco.models.cmc import CMCEncoder, parse_views
 from galmoco.models.decoders import ConvDecoder
 from galmoco.models.encoders import build_encoder
@@ -60,9 +61,23 @@ class GalaxyModel(nn.Module):
         """Raw store images ``(N, B, H, W)`` (flux units) to the network's input space."""
         return self.normalizer(images)
 
+    def canonicalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised stamps in the frame the encoder reads: their canonical D4 frame with
+        ``model.frame: d4`` (``galmoco.models.canonical``), unchanged with ``none``."""
+        return to_canonical(x)[0] if self.config.model.frame == "d4" else x
+
+    def frame(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The D4 element taking each normalised stamp to the encoder's frame (``None`` without one);
+        :meth:`decode` undoes it."""
+        return canonical_frame(x) if self.config.model.frame == "d4" else None
+
+    def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised stamps ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)``."""
+        return self.encoder(self.canonicalize(x))
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)``."""
-        return self.encoder(self.normalize(images))
+        return self.encode_normalized(self.normalize(images))
 
     def project(self, latent: torch.Tensor) -> torch.Tensor:
         """The projection head's L2-normalised output for latents ``(N, latent_dim)``.
@@ -75,16 +90,23 @@ class GalaxyModel(nn.Module):
                 f"a model trained with objective {self.config.objective!r} has no projection head")
         return self.head(latent)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``(N, latent_dim)`` to images ``(N, B, H, W)`` in the normalised space.
+
+        Args:
+            latent: from :meth:`encode`.
+            frame: from :meth:`frame` of the stamps to draw: the decoder draws in the canonical frame
+                and this turns each drawing back (``None``: as drawn).
 
         Raises:
             GalmocoError: when the objective had no decoder (``moco``).
         """
         if self.decoder is None:
             raise GalmocoError(f"a model trained with objective {self.config.objective!r} has no decoder")
-        return self.decoder(latent)
+        drawn = self.decoder(latent)
+        return drawn if frame is None else from_canonical(drawn, frame)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images to their reconstruction in the normalised space (compare with ``normalize``)."""
-        return self.decode(self.encode(images))
+        x = self.normalize(images)
+        return self.decode(self.encode_normalized(x), self.frame(x))

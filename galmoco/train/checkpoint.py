@@ -61,6 +61,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise GalmocoError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise GalmocoError(f"{path}: not a galmoco checkpoint (no model/config entries)")
+    # checkpoints written before model.frame existed were trained on stamps as given
+    state["config"].setdefault("model", {}).setdefault("frame", "none")
     return state
 
 

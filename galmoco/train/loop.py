@@ -248,8 +248,8 @@ def train(config: TrainConfig, store_path: str | os.PathLike, run_dir: str | os.
     """Train on a packed store, writing the run directory (docs/architecture.md, "Training runs").
 
     Args:
-        config: the configuration (on ``resume``, only ``epochs``, ``device``, ``num_workers`` and
-            ``num_threads`` are taken from it; the rest comes from the checkpoint).
+        config: the configuration (on ``resume``, only ``epochs``, ``device``, ``num_workers``,
+            ``in_memory`` and ``num_threads`` are taken from it; the rest comes from the checkpoint).
         store_path: the packed HDF5 store.
         run_dir: created if needed; must not hold a checkpoint unless ``resume``.
         resume: continue from ``run_dir/checkpoints/last.pt``.
@@ -283,7 +283,8 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
         state = load_checkpoint(ckpt_path)
         saved = config_from_dict(state["config"], where=str(ckpt_path))
         config = dataclasses.replace(saved, epochs=config.epochs, device=config.device,
-                                     num_workers=config.num_workers, num_threads=config.num_threads)
+                                     num_workers=config.num_workers, in_memory=config.in_memory,
+                                     num_threads=config.num_threads)
     elif ckpt_path.exists():
         raise GalmocoError(f"{run_dir}: already holds a training run; use --resume or another -o folder")
     config.validate()
@@ -333,7 +334,7 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
             objective, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     metrics_path = run_dir / "metrics.csv"
     rows = _read_metrics(metrics_path, epoch) if resume else []
-    dataset = CutoutDataset(store_path, info["train_idx"], info["fields"])
+    dataset = CutoutDataset(store_path, info["train_idx"], info["fields"], config.in_memory)
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
 
     def checkpoint() -> dict[str, Any]:

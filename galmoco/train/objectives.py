@@ -11,9 +11,10 @@ Design (see docs/train.md):
   the momentum encoder, negatives from the queue, split-BN + key shuffle on one device.
 - ``moco-ae``: ``alpha * InfoNCE + beta * masked MSE(decode(latent(query view)), target)``. The
   target is the stamp as the query view shows it (its flip, rotation and shift, not its noise, blur
-  or flux changes): a latent that must also draw the view keeps the orientation reconstruction
-  needs, while InfoNCE pulls the views together (``recon_target: stored`` draws the stored
-  orientation instead, see :class:`MocoAEObjective`).
+  or flux changes; ``recon_target: stored``: the stored stamp, see :class:`MocoAEObjective`).
+
+With ``model.frame: d4`` every encoder input (query, key, ``ae``'s stamp) is in its canonical D4 frame
+and every drawing is turned back by its target's frame (:class:`~galmoco.models.GalaxyModel`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class Objective(nn.Module):
                 mask = self.augment.apply_geometry(mask[:, None], geometry)[:, 0]
         target = self.model.normalize(images)
         weights = pixel_weights(images, mask, self.config.mask)
-        return masked_mse(self.model.decode(latent), target, weights)
+        # the decoder draws in the encoder's frame; the target's own frame turns the drawing back
+        return masked_mse(self.model.decode(latent, self.model.frame(target)), target, weights)
 
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
         """Training-only state (everything but ``self.model``), for the checkpoint."""
@@ -134,8 +136,9 @@ class MocoObjective(Objective):
         q_params = replace(params, **{f.name: getattr(params, f.name)[:n] for f in fields(params)
                                       if getattr(params, f.name) is not None})
         q_view, k_view = self.model.normalize(views).chunk(2)
-        latent = self.model.encoder(q_view)
+        latent = self.model.encode_normalized(q_view)
         q = self.model.head(latent)
+        k_view = self.model.canonicalize(k_view)
         with torch.no_grad():
             self.key_encoder.update(nn.Sequential(self.model.encoder, self.model.head))
             if self.shuffler is not None:
@@ -158,9 +161,9 @@ class MocoAEObjective(MocoObjective):
     With ``recon_target="view"`` (default) the decoder draws the stamp as the query saw it (its flip,
     rotation and shift; not its noise, blur or flux changes), so the latent keeps the orientation
     that reconstruction needs while InfoNCE pulls the views together; ``beta`` sets the balance.
-    With ``"stored"`` it draws the stored orientation, which no orientation-free latent can know:
-    on the simulated survey that capped the galaxy-pixel error ~60% above the ``ae`` baseline's
-    whatever ``beta`` (docs/train.md)."""
+    With ``"stored"`` it draws the stored stamp. The decoder draws in the encoder's canonical frame and
+    the target's own frame turns the drawing back (``model.frame: d4``); without a frame, a ``stored``
+    target asks an orientation-free latent for the stored orientation (docs/train.md)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nce, latent, q_params = self.contrastive(batch)
@@ -206,14 +209,14 @@ class InsDisObjective(MemoryBankObjective):
     """Instance discrimination (Wu et al. 2018): the projected latent against one bank."""
 
     def embed_views(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.model.head(self.model.encoder(x))]
+        return [self.model.head(self.model.encode_normalized(x))]
 
 
 class CMCObjective(MemoryBankObjective):
     """Contrastive multiview coding (Tian et al. 2019): each band group's latent against the others' banks."""
 
     def embed_views(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [F.normalize(v, dim=1) for v in self.model.encoder.view_latents(x)]
+        return [F.normalize(v, dim=1) for v in self.model.encoder.view_latents(self.model.canonicalize(x))]
 
 
 #: objective name -> class

@@ -37,7 +37,7 @@ def test_embed_placement_probe_commands(tmp_path, store_path, run_dir):
     np.testing.assert_array_equal(ranks["flip1"], placement_ranks(table["latent"][keep],
                                                                   table["latent_flip1"][keep], "cosine"))
     summary = Table.read(run / "placement_summary.csv", format="ascii.csv")
-    assert list(summary["n_excluded"]) == [16] * 7 and "flip1" in done.stdout
+    assert list(summary["n_excluded"]) == [16] * 8 and "flip1" in done.stdout and "rot45" in done.stdout
 
     done = galmoco("probe", run, "--columns", "class,hlr_arcsec")
     assert done.returncode == 0, done.stderr

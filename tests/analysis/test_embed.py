@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from galmoco.data.transforms import TRANSFORMS, apply_symmetry
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
 from galmoco.embed import embed_store, read_embeddings, write_table
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore, read_catalog
@@ -22,11 +22,11 @@ def test_embed_equals_direct_model_call(tmp_path, store_path, model, suffix):
     with torch.inference_mode():
         latent = model.encode(images).numpy()
         projection = model.project(model.encode(images)).numpy()
-        flipped = {t: model.encode(apply_symmetry(images, t)).numpy() for t in TRANSFORMS}
+        flipped = {t: model.encode(apply_transform(images, t)).numpy() for t in PLACEMENT_TRANSFORMS}
     assert table["latent"].shape == (48, 8) and table["latent"].dtype == np.float32
     np.testing.assert_allclose(table["latent"], latent, rtol=0, atol=1e-6)
     np.testing.assert_allclose(table["projection"], projection, rtol=0, atol=1e-6)
-    for t in TRANSFORMS:
+    for t in PLACEMENT_TRANSFORMS:
         np.testing.assert_allclose(table[f"latent_{t}"], flipped[t], rtol=0, atol=1e-6)
     catalog = read_catalog(store_path)
     assert list(table["id"]) == list(catalog["id"]) and table["id"][0] == "obj000"

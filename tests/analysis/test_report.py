@@ -64,7 +64,7 @@ def test_report_of_two_runs(tmp_path, store_path, make_run):
     assert (tmp_path / "out" / "report_files" / "placement_l2.pdf").is_file()
 
     summary = Table.read(tmp_path / "out" / "report_placement.csv", format="ascii.csv")
-    assert len(summary) == 14 and set(summary["run"]) == {"ae", "moco-ae"}
+    assert len(summary) == 16 and set(summary["run"]) == {"ae", "moco-ae"}  # 2 runs x 8 transforms
     emb = read_embeddings(find_embeddings(runs[1]))
     keep = emb["class"] != "empty"
     ranks = placement_ranks(emb["latent"][keep], emb["latent_rot90"][keep], "l2")

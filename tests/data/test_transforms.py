@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from galmoco.data.transforms import SYMMETRIES, TRANSFORMS, apply_symmetry, apply_symmetry_index
+from galmoco.data.transforms import (
+    PLACEMENT_TRANSFORMS,
+    SYMMETRIES,
+    TRANSFORMS,
+    apply_symmetry,
+    apply_symmetry_index,
+    apply_transform,
+    rotate,
+)
 
 #: numpy reference of each element on a 2-d array (rows = y, columns = x)
 REFERENCE = {
@@ -58,3 +66,20 @@ def test_per_stamp_index():
 def test_unknown_name():
     with pytest.raises(ValueError, match="flip4"):
         apply_symmetry(torch.zeros(1, 1, 2, 2), "flip4")
+
+
+def test_rotate_agrees_with_the_quarter_turns_and_moves_a_point_by_45_degrees():
+    images = torch.randn(3, 2, 16, 16)
+    assert torch.allclose(rotate(images, 90), apply_symmetry(images, "rot90"), atol=1e-4)
+    assert torch.allclose(rotate(images, 0), images, atol=1e-4)
+    assert torch.equal(apply_transform(images, "flip1"), apply_symmetry(images, "flip1"))
+    assert PLACEMENT_TRANSFORMS == (*TRANSFORMS, "rot45")
+    point = torch.zeros(1, 1, 33, 33)  # centre (16, 16); a point 8 px to the right of it
+    point[0, 0, 16, 24] = 1.0
+    (quarter,) = apply_symmetry(point, "rot90")[0, 0].nonzero().tolist()  # where rot90 sends it
+    half_way = torch.tensor([0.0, 8.0]) + torch.tensor(quarter, dtype=torch.float32) - 16
+    expected = 16 + 8 * half_way / half_way.norm()  # 8 px out, half way between the two
+    turned = apply_transform(point, "rot45")[0, 0]
+    peak = torch.tensor(divmod(int(turned.argmax()), 33), dtype=torch.float32)
+    assert (peak - expected).abs().max() <= 0.5
+    assert turned.sum() == pytest.approx(1.0, abs=0.05)  # bilinear spreads the flux, does not lose it

@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from galmoco.errors import GalmocoError
+from galmoco.io import store as store_module
 from galmoco.io.pack import pack_cutouts
-from galmoco.io.store import CutoutDataset, CutoutStore, read_catalog, write_store
+from galmoco.io.store import CutoutDataset, CutoutStore, _RowReader, read_catalog, write_store
 
 
 @pytest.fixture
@@ -89,11 +90,46 @@ def test_dataset_defaults_pickling_and_errors(store):
     assert set(item) == {"image", "weight", "index"} and item["index"] == 4
     assert torch.equal(item["image"], torch.from_numpy(objs[4]["image"]))
     clone = pickle.loads(pickle.dumps(dataset))  # what spawn-started workers and DDP ranks receive
-    assert clone._h5 is None and len(clone) == 20 and torch.equal(clone[4]["weight"], item["weight"])
+    assert clone._readers is None and len(clone) == 20 and torch.equal(clone[4]["weight"], item["weight"])
     with pytest.raises(GalmocoError, match=r"field 'masks/other' not in the store .*for sky rules"):
         CutoutDataset(path, fields=("image", "masks/other"))
     with pytest.raises(GalmocoError, match=r"indices out of range 0\.\.19"):
         CutoutDataset(path, indices=[0, 20])
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_dataset_batched_fetch_from_file_and_memory(store, in_memory):
+    path, objs = store
+    rows = [3, 17, 5, 11, 0, 9, 14, 2]
+    dataset = CutoutDataset(path, indices=rows, fields=("image", "weight", "masks/sky"), in_memory=in_memory)
+    assert dataset.in_memory is in_memory
+    with h5py.File(path, "r") as h5:  # pack's one-chunk rows take the direct path; the plain mask does not
+        assert _RowReader(h5["images"]).direct and not _RowReader(h5["masks/sky"]).direct
+    batches = [[6, 0, 3], [7, 1], [2, 5, 4]]  # positions in the dataset, as a batch sampler gives them
+    seen = list(DataLoader(dataset, batch_sampler=batches))
+    for positions, batch in zip(batches, seen, strict=True):
+        expected = [rows[p] for p in positions]
+        assert batch["index"].tolist() == expected
+        assert np.array_equal(batch["image"].numpy(), np.stack([objs[r]["image"] for r in expected]))
+        assert np.array_equal(batch["weight"].numpy(), np.stack([objs[r]["weight"] for r in expected]))
+        masks = np.arange(20 * 36, dtype=np.float32).reshape(20, 6, 6)
+        assert np.array_equal(batch["mask"].numpy(), masks[expected])
+    assert torch.equal(dataset[1]["image"], torch.from_numpy(objs[17]["image"]))
+
+
+def test_dataset_in_memory_by_size_and_filtered_rows(tmp_path, monkeypatch):
+    images = np.random.default_rng(0).normal(size=(5, 2, 4, 4)).astype(np.float32)
+    path = write_store(tmp_path / "m.h5", images, bands="gr")
+    assert CutoutDataset(path).in_memory  # 5 small stamps
+    monkeypatch.setattr(store_module, "IN_MEMORY_BYTES", 5 * 2 * 2 * 16 * 4 - 1)  # one byte short
+    assert not CutoutDataset(path).in_memory
+    with h5py.File(path, "r+") as h5:  # a compressed copy: rows are no longer raw chunks
+        h5.create_dataset("masks/zipped", data=images[:, 0], chunks=(1, 4, 4), compression="gzip")
+    dataset = CutoutDataset(path, fields=("image", "masks/zipped"), in_memory=False)
+    assert not dataset._reader()["mask"].direct and dataset._reader()["image"].direct
+    items = dataset.__getitems__([4, 1])
+    assert np.array_equal(items[0]["mask"].numpy(), images[4, 0])
+    assert np.array_equal(items[1]["image"].numpy(), images[1])
 
 
 def test_write_store_round_trip_and_defaults(tmp_path):
