@@ -34,8 +34,10 @@ PLACEMENT_RANKS = "placement_ranks.fits"
 PLACEMENT_SUMMARY = "placement_summary.csv"
 PROBES = "probes.csv"
 RECONSTRUCTION = "reconstruction.csv"
-#: what the latent space should know about a galaxy (columns of the simulator's truth catalogue)
-PHYSICAL_COLUMNS = ("class", "hlr_arcsec", "sersic_n", "bulge_frac", "e1", "e2", "mag_i", "n_clumps")
+#: what the latent space should know about a galaxy (columns of the simulator's truth catalogue):
+#: orientation-free quantities only, since the latent is meant not to change when the galaxy turns
+#: (|e|, not e1/e2 or the position angle)
+PHYSICAL_COLUMNS = ("class", "hlr_arcsec", "sersic_n", "bulge_frac", "ellipticity", "mag_i", "n_clumps")
 #: catalogue bookkeeping columns that are never probe targets
 _NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
 

@@ -52,7 +52,7 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
 @click.option("--cos/--step-schedule", default=None,
               help="Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)." + _DEFAULT)
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
-              help="InfoNCE temperature (0.07 v1; 0.2 with --mlp for v2)." + _DEFAULT)
+              help="InfoNCE temperature (0.07 v1; 0.2 v2)." + _DEFAULT)
 @click.option("--queue-size", type=click.IntRange(min=1), help="Negatives in the MoCo queue [default: "
               "min(4096, a multiple of the batch size <= half the training set)].")
 @click.option("--arch", type=click.Choice(["conv", "resnet18", "resnet50"]), help="Encoder." + _DEFAULT)

@@ -113,6 +113,7 @@ def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: boo
                 "hlr_arcsec",
                 "bulge_frac",
                 "sersic_n",
+                "ellipticity",
                 "e1",
                 "e2",
                 "pa_deg",

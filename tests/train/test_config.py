@@ -18,9 +18,9 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_partial_yaml_keeps_defaults(tmp_path):
-    (tmp_path / "c.yaml").write_text("epochs: 3\nmoco:\n  temperature: 0.2\n")
+    (tmp_path / "c.yaml").write_text("epochs: 3\nmoco:\n  temperature: 0.5\n")
     cfg = load_config(tmp_path / "c.yaml")
-    assert cfg.epochs == 3 and cfg.moco.temperature == 0.2 and cfg.batch_size == TrainConfig().batch_size
+    assert cfg.epochs == 3 and cfg.moco.temperature == 0.5 and cfg.batch_size == TrainConfig().batch_size
 
 
 def test_unknown_keys_are_named(tmp_path):
@@ -48,6 +48,10 @@ def test_validate_names_the_option():
     with pytest.raises(GalmocoError, match="bn_splits"):
         TrainConfig(batch_size=36).validate()
     TrainConfig(batch_size=36, objective="ae").validate()  # no split-BN without a contrastive term
+    config = TrainConfig()
+    config.model.frame = "c4"
+    with pytest.raises(GalmocoError, match="model.frame"):
+        config.validate()
 
 
 def test_auto_queue_size():
@@ -58,5 +62,5 @@ def test_auto_queue_size():
 
 def test_lr_scaling_rule():
     cfg = TrainConfig()
-    assert cfg.optim.scaled_lr(512) == pytest.approx(2e-3)
+    assert cfg.optim.scaled_lr(512) == pytest.approx(8e-3)  # AdamW base 4e-3 x 512 / 256
     assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).optim.scaled_lr(256) == pytest.approx(0.03)
