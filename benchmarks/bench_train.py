@@ -57,7 +57,7 @@ def data_path(store: Path, info: dict, objective_, generator: torch.Generator, b
     dataset = CutoutDataset(store, info["train_idx"], info["fields"], in_memory=in_memory)
     load = time.perf_counter() - t
     order = epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1]
-    loader = DataLoader(dataset, batch_sampler=order)
+    loader = DataLoader(dataset, sampler=order, batch_size=None)
     views = 2 if objective_.config.contrastive else 0  # ae reconstructs the stored stamp: no augmentation
     if views:  # warm-up: oneDNN builds its blur primitives on first use
         objective_.augment(dataset[0]["image"].expand(batch_size * views, -1, -1, -1), generator=generator)
@@ -109,7 +109,7 @@ def bench_cuda(store: Path, arch: str, batch_size: int, steps: int, workers: int
     objective_, optimizer, _, _ = _build(cfg, info, device, steps)
     batches = epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1]
     loader = DataLoader(CutoutDataset(store, info["train_idx"], info["fields"]), num_workers=workers,
-                        pin_memory=True, batch_sampler=batches)
+                        pin_memory=True, sampler=batches, batch_size=None)
     objective_.train()
     utilisation = []
     for i, batch in enumerate(loader):

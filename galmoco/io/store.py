@@ -144,12 +144,15 @@ class _RowReader:
         self.row_shape = dataset.shape[1:]
         self.offset_tail = (0,) * (dataset.ndim - 1)  # the chunk offset of row r is (r, 0, 0, ...)
 
-    def read(self, row: int) -> np.ndarray:
-        if self.direct:
+    def read(self, row: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Row ``row``, into ``out`` (a C-contiguous array of the row's shape and dtype) when given."""
+        if out is None:
             out = np.empty(self.row_shape, self.dataset.dtype)
+        if self.direct:
             self.dataset.id.read_direct_chunk((row, *self.offset_tail), out=out.reshape(-1).view(np.uint8))
-            return out
-        return self.dataset[row]
+        else:
+            self.dataset.read_direct(out, np.s_[row])
+        return out
 
 
 def _load_rows(dataset: h5py.Dataset, rows: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -172,8 +175,9 @@ class CutoutDataset(Dataset):
     dropped when the dataset is pickled. With ``in_memory`` the exposed rows are read once, at
     construction (forked workers share those pages; spawned ones receive a copy).
 
-    A DataLoader with a ``batch_size`` or ``batch_sampler`` fetches a batch through
-    :meth:`__getitems__`, so a batch costs one call, not one per object.
+    Indexed with a list of positions, it returns the whole batch, stacked as it is read (one call,
+    no per-object collation): use it as ``DataLoader(dataset, sampler=batches, batch_size=None)``,
+    ``batches`` a list of position lists (torch's pattern for a dataset that loads whole batches).
 
     Args:
         path: the store.
@@ -182,7 +186,8 @@ class CutoutDataset(Dataset):
         in_memory: hold the exposed rows of ``fields`` in memory; ``None`` (default) does so when they
             take at most :data:`IN_MEMORY_BYTES`.
 
-    ``__getitem__(i)`` returns ``{"image": (B,H,W) float32 tensor, ..., "index": catalogue row (int)}``.
+    ``dataset[i]`` returns ``{"image": (B,H,W) float32 tensor, ..., "index": catalogue row (int)}``;
+    ``dataset[[i, j, ...]]`` returns ``{"image": (N,B,H,W), ..., "index": (N,) int64 rows}``.
     """
 
     _DATASETS = {"image": "images", "weight": "weights"}
@@ -222,22 +227,32 @@ class CutoutDataset(Dataset):
             self._pid = os.getpid()
         return self._readers
 
-    def _item(self, i: int, arrays: dict[str, np.ndarray | _RowReader]) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, i: int | Sequence[int] | np.ndarray) -> dict[str, torch.Tensor | int]:
+        if not isinstance(i, int | np.integer):
+            return self._batch(i)
         row = int(self.indices[i])
         if self._memory is not None:
-            item: dict[str, torch.Tensor | int] = {k: torch.from_numpy(a[i]) for k, a in arrays.items()}
+            item: dict[str, torch.Tensor | int] = {k: torch.from_numpy(a[i]) for k, a in self._memory.items()}
         else:
-            item = {k: torch.from_numpy(r.read(row)) for k, r in arrays.items()}
+            item = {k: torch.from_numpy(r.read(row)) for k, r in self._reader().items()}
         item["index"] = row
         return item
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
-        return self._item(i, self._memory if self._memory is not None else self._reader())
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor | int]]:
-        """The items of a whole batch (what a DataLoader's batched fetch calls)."""
-        arrays = self._memory if self._memory is not None else self._reader()
-        return [self._item(int(i), arrays) for i in indices]
+    def _batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """A whole batch, stacked as it is read: ``{"image": (N, B, H, W), ..., "index": (N,) int64}``."""
+        positions = np.asarray(indices, dtype=np.int64)
+        batch: dict[str, torch.Tensor] = {}
+        if self._memory is not None:
+            for key, array in self._memory.items():
+                batch[key] = torch.from_numpy(array).index_select(0, torch.from_numpy(positions))
+        else:
+            for key, reader in self._reader().items():
+                out = np.empty((len(positions), *reader.row_shape), reader.dataset.dtype)
+                for n, i in enumerate(positions):
+                    reader.read(int(self.indices[i]), out[n])
+                batch[key] = torch.from_numpy(out)
+        batch["index"] = torch.from_numpy(self.indices[positions])
+        return batch
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -353,7 +353,7 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
         while epoch < config.epochs:
             batches = [b[me * bs:(me + 1) * bs]  # this rank's slice of each global batch
                        for b in epoch_batches(n_train, global_bs, config.seed, epoch)[batches_done:]]
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.num_workers,
+            loader = DataLoader(dataset, sampler=batches, batch_size=None, num_workers=config.num_workers,
                                 pin_memory=device.type == "cuda")
             t0 = time.perf_counter()
             bar = tqdm(loader, total=steps_per_epoch, initial=batches_done, leave=False,

@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader
 from galmoco.errors import GalmocoError
 from galmoco.io import store as store_module
 from galmoco.io.pack import pack_cutouts
-from galmoco.io.store import CutoutDataset, CutoutStore, _RowReader, read_catalog, write_store
+from galmoco.io.store import (
+    CutoutDataset,
+    CutoutStore,
+    _RowReader,
+    read_catalog,
+    write_store,
+)
 
 
 @pytest.fixture
@@ -106,7 +112,11 @@ def test_dataset_batched_fetch_from_file_and_memory(store, in_memory):
     with h5py.File(path, "r") as h5:  # pack's one-chunk rows take the direct path; the plain mask does not
         assert _RowReader(h5["images"]).direct and not _RowReader(h5["masks/sky"]).direct
     batches = [[6, 0, 3], [7, 1], [2, 5, 4]]  # positions in the dataset, as a batch sampler gives them
-    seen = list(DataLoader(dataset, batch_sampler=batches))
+    seen = list(DataLoader(dataset, sampler=batches, batch_size=None))  # whole batches, as training reads
+    assert seen[0]["image"].shape == (3, 2, 6, 6) and seen[0]["index"].dtype == torch.int64
+    # per-object reads collated by a plain DataLoader give the same batches
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["index"], b["index"])
+               for a, b in zip(seen, DataLoader(dataset, batch_sampler=batches), strict=True))
     for positions, batch in zip(batches, seen, strict=True):
         expected = [rows[p] for p in positions]
         assert batch["index"].tolist() == expected
@@ -127,9 +137,9 @@ def test_dataset_in_memory_by_size_and_filtered_rows(tmp_path, monkeypatch):
         h5.create_dataset("masks/zipped", data=images[:, 0], chunks=(1, 4, 4), compression="gzip")
     dataset = CutoutDataset(path, fields=("image", "masks/zipped"), in_memory=False)
     assert not dataset._reader()["mask"].direct and dataset._reader()["image"].direct
-    items = dataset.__getitems__([4, 1])
-    assert np.array_equal(items[0]["mask"].numpy(), images[4, 0])
-    assert np.array_equal(items[1]["image"].numpy(), images[1])
+    batch = dataset[[4, 1]]
+    assert np.array_equal(batch["mask"].numpy(), images[[4, 1], 0])
+    assert np.array_equal(batch["image"].numpy(), images[[4, 1]]) and batch["index"].tolist() == [4, 1]
 
 
 def test_write_store_round_trip_and_defaults(tmp_path):
