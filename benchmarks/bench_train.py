@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (--device cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    steps = 3 if args.quick else 10
+    steps = 3 if args.quick else 25
     if args.device == "cuda":
         main_cuda(args, 5 if args.quick else 50)
         return
