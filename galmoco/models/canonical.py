@@ -62,8 +62,9 @@ def canonical_frame(images: torch.Tensor) -> torch.Tensor:
     n, _, h, w = images.shape
     if h != w:
         raise ValueError(f"a canonical frame needs square stamps, got {h}x{w}")
-    summed = images.detach().to(torch.float64).sum(dim=1).reshape(n, h * w)
-    return (summed @ _score_weights(h, images.device)).argmax(dim=1)
+    with torch.autocast(images.device.type, enabled=False):  # the scores stay float64 under --amp
+        summed = images.detach().to(torch.float64).sum(dim=1).reshape(n, h * w)
+        return (summed @ _score_weights(h, images.device)).argmax(dim=1)
 
 
 def to_canonical(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
