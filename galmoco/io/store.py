@@ -232,7 +232,9 @@ class CutoutDataset(Dataset):
             return self._batch(i)
         row = int(self.indices[i])
         if self._memory is not None:
-            item: dict[str, torch.Tensor | int] = {k: torch.from_numpy(a[i]) for k, a in self._memory.items()}
+            # a copy: an item changed in place must not change the held rows
+            item: dict[str, torch.Tensor | int] = {
+                k: torch.from_numpy(a[i].copy()) for k, a in self._memory.items()}
         else:
             item = {k: torch.from_numpy(r.read(row)) for k, r in self._reader().items()}
         item["index"] = row

@@ -125,6 +125,8 @@ def test_dataset_batched_fetch_from_file_and_memory(store, in_memory):
         masks = np.arange(20 * 36, dtype=np.float32).reshape(20, 6, 6)
         assert np.array_equal(batch["mask"].numpy(), masks[expected])
     assert torch.equal(dataset[1]["image"], torch.from_numpy(objs[17]["image"]))
+    dataset[1]["image"].zero_()  # an item is the caller's to change: the held rows stay as they were
+    assert torch.equal(dataset[1]["image"], torch.from_numpy(objs[17]["image"]))
 
 
 def test_dataset_in_memory_by_size_and_filtered_rows(tmp_path, monkeypatch):
