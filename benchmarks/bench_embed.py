@@ -30,8 +30,9 @@ import torch
 from astropy.table import Table
 
 from galmoco.config import TrainConfig
-from galmoco.embed import embed_store, read_embeddings, write_table
+from galmoco.embed import embed_store, read_embeddings
 from galmoco.io.store import read_catalog
+from galmoco.io.tables import write_table
 from galmoco.models.galaxy import GalaxyModel
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -38,6 +38,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main",
+    "resolve_device",
     "launch_local",
     "rank",
     "shuffle_across_ranks",
@@ -361,3 +362,20 @@ def launch_local(fn: Callable[..., object], world: int, *args: object) -> None:
     """
     torch.multiprocessing.spawn(_local_entry, args=(fn, world, find_free_port(), args), nprocs=world,
                                 join=True)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(name)``, checked to exist here.
+
+    Raises:
+        GalmocoError: for a malformed name, or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise GalmocoError(f"--device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GalmocoError(f"device {name!r}: CUDA is not available here; use --device cpu or auto")
+    return device

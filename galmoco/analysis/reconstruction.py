@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from galmoco.data.masks import MaskConfig, segmentation_sky
-from galmoco.embed import load_checkpoint_model, resolve_device
+from galmoco.distributed import resolve_device
+from galmoco.embed import load_checkpoint_model
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore
 

@@ -30,9 +30,11 @@ from galmoco.analysis.rundir import (
     ensure_reconstruction,
 )
 from galmoco.data.masks import MaskConfig
-from galmoco.embed import load_checkpoint_model, read_embeddings, resolve_device, write_table
+from galmoco.distributed import resolve_device
+from galmoco.embed import load_checkpoint_model
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore
+from galmoco.io.tables import read_table, write_table
 
 __all__ = ["SECTIONS", "build_report"]
 
@@ -194,7 +196,7 @@ def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, m
         per_band = plots.reconstruction_bands(ex, bands, fig_dir / f"bands_{label}")
         body["reconstruction"].append(f"<div><h3>{title}</h3>{_img(grid)}{_img(per_band)}</div>")
     emb_path = ensure_embeddings(run_dir, store)
-    table = read_embeddings(emb_path)
+    table = read_table(emb_path)
     latent = np.asarray(table["latent"])
     queries = pick_queries(len(table), n_queries, seed)
     idx, dist = nearest_neighbours(latent, queries, min(n_neighbours, len(table) - 1), metric)

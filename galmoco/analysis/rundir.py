@@ -20,8 +20,9 @@ from astropy.table import Table
 from galmoco.analysis.placement import placement_summary, placement_table
 from galmoco.analysis.probes import run_probes
 from galmoco.data.masks import MaskConfig
-from galmoco.embed import TABLE_SUFFIXES, embed_store, read_embeddings, write_table
+from galmoco.embed import embed_store
 from galmoco.errors import GalmocoError
+from galmoco.io.tables import VECTOR_TABLE_SUFFIXES, read_table, write_table
 
 __all__ = [
     "EMBEDDINGS", "PHYSICAL_COLUMNS", "PLACEMENT_RANKS", "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
@@ -44,9 +45,9 @@ _NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
 
 def find_embeddings(run_dir: str | Path) -> Path | None:
     """``RUN_DIR/embeddings.<parquet|fits|h5|hdf5>``, the first that exists, else None."""
-    for suffix in TABLE_SUFFIXES:
+    for suffix in VECTOR_TABLE_SUFFIXES:
         path = Path(run_dir) / f"embeddings{suffix}"
-        if suffix != ".csv" and path.is_file():
+        if path.is_file():
             return path
     return None
 
@@ -97,11 +98,11 @@ def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path 
     if ranks_path.is_file() and summary_path.is_file():
         summary = Table.read(summary_path, format="ascii.csv")
         if len(summary) and str(summary["metric"][0]) == metric:
-            return read_embeddings(ranks_path), summary
+            return read_table(ranks_path), summary
     emb = ensure_embeddings(run_dir, store, device)
     if emb is None:
         return None
-    return write_placement(read_embeddings(emb), run_dir, metric, **kwargs)
+    return write_placement(read_table(emb), run_dir, metric, **kwargs)
 
 
 def default_probe_columns(table: Table) -> list[str]:
@@ -125,7 +126,7 @@ def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, sto
     emb = ensure_embeddings(run_dir, store, device)
     if emb is None:
         return None
-    table = read_embeddings(emb)
+    table = read_table(emb)
     columns = list(columns) if columns else default_probe_columns(table)
     if not columns:
         return None

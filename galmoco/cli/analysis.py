@@ -16,8 +16,8 @@ from galmoco.analysis.probes import run_probes
 from galmoco.analysis.report import build_report
 from galmoco.analysis.rundir import PROBES, find_embeddings, write_placement
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS
-from galmoco.embed import read_embeddings, write_table
 from galmoco.errors import GalmocoError
+from galmoco.io.tables import read_table, write_table
 
 __all__ = ["placement", "probe", "report"]
 
@@ -63,7 +63,7 @@ def placement(embeddings: Path, metric: str, transforms: str | None, exclude_col
     if (exclude_column is None) != (exclude_value is None):
         raise click.UsageError("--exclude-column and --exclude-value go together")
     table_path, default_dir = _resolve(embeddings)
-    _, summary = write_placement(read_embeddings(table_path), out_dir or default_dir, metric,
+    _, summary = write_placement(read_table(table_path), out_dir or default_dir, metric,
                                  _names(transforms), exclude_column, exclude_value, chunk)
     summary.pprint(max_width=-1, max_lines=-1)
     click.echo(f"wrote {out_dir or default_dir}/placement_ranks.fits and placement_summary.csv")
@@ -85,8 +85,8 @@ def probe(embeddings: Path, columns: str, catalog: Path | None, test_fraction: f
           latent_column: str, out: Path | None) -> None:
     """Linear and kNN probes from latent vectors to catalogue columns (EMBEDDINGS: table or run dir)."""
     table_path, default_dir = _resolve(embeddings)
-    truth = read_embeddings(catalog) if catalog else None
-    result = run_probes(read_embeddings(table_path), truth, _names(columns), test_fraction, seed,
+    truth = read_table(catalog) if catalog else None
+    result = run_probes(read_table(table_path), truth, _names(columns), test_fraction, seed,
                         latent_column)
     result.pprint(max_width=-1, max_lines=-1)
     click.echo(f"wrote {write_table(result, out or default_dir / PROBES)}")

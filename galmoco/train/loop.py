@@ -42,6 +42,7 @@ from galmoco.distributed import (
     detect_env,
     init_distributed,
     rank,
+    resolve_device,
     teardown,
     world_size,
 )
@@ -52,7 +53,7 @@ from galmoco.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from galmoco.train.knn import compute_latents, encode_labels, knn_accuracy
 from galmoco.train.objectives import Objective, build_objective
 
-__all__ = ["METRIC_COLUMNS", "RunResult", "epoch_batches", "lr_factor", "resolve_device", "split_indices",
+__all__ = ["METRIC_COLUMNS", "RunResult", "epoch_batches", "lr_factor", "split_indices",
            "train"]
 
 log = logging.getLogger(__name__)
@@ -82,19 +83,6 @@ class RunResult:
     epochs: int
     steps: int
     metrics: list[dict[str, Any]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(name)`` (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise GalmocoError(f"device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GalmocoError(f"device {name!r}: CUDA is not available here; use --device cpu or auto")
-    return device
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
-from galmoco.embed import embed_store, read_embeddings, write_table
+from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore, read_catalog
+from galmoco.io.tables import write_table
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".fits", ".h5"])
@@ -42,8 +43,10 @@ def test_embed_without_extras_has_only_latent(tmp_path, store_path, model):
 
 
 def test_bad_inputs_name_the_problem(tmp_path, store_path, model):
-    with pytest.raises(GalmocoError, match="unknown table format"):
+    with pytest.raises(GalmocoError, match=r"e\.txt: \.txt cannot hold a table"):
         embed_store(model, store_path, tmp_path / "e.txt", device="cpu")
+    with pytest.raises(GalmocoError, match=r"e\.csv: \.csv cannot hold a table with vector columns"):
+        embed_store(model, store_path, tmp_path / "e.csv", device="cpu")
     with pytest.raises(GalmocoError, match="batch-size"):
         embed_store(model, store_path, tmp_path / "e.fits", batch_size=0, device="cpu")
     with pytest.raises(GalmocoError, match="checkpoint not found"):
