@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from galmoco.config import TrainConfig
 from galmoco.io import store
 from galmoco.io.store import CutoutDataset
-from galmoco.train.loop import _build, _prepare, epoch_batches
+from galmoco.train.build import DataPlan, build_parts, prepare_data
+from galmoco.train.loop import epoch_batches
 
 
 def write_store(path: Path, n: int, size: int = 64, bands: str = "griz", seed: int = 0) -> Path:
@@ -47,16 +48,16 @@ def write_store(path: Path, n: int, size: int = 64, bands: str = "griz", seed: i
     return store.write_store(path, images, bands=bands, catalog={"id": [f"g{i}" for i in range(n)]})
 
 
-def data_path(store: Path, info: dict, objective_, generator: torch.Generator, batch_size: int, steps: int,
-              in_memory: bool) -> tuple[float, float, list[dict[str, torch.Tensor]]]:
+def data_path(store: Path, info: DataPlan, objective_, generator: torch.Generator, batch_size: int,
+              steps: int, in_memory: bool) -> tuple[float, float, list[dict[str, torch.Tensor]]]:
     """(images/s, seconds of the one-time load, the batches) of the data path: store reads through the
     training DataLoader, then the augmented views the step uses. ``in_memory``: the training split is
     read into memory once when the dataset is made (the default for stores up to 2 GiB; timed apart,
     as it is paid once per run, not per batch), else read batch by batch from the file."""
     t = time.perf_counter()
-    dataset = CutoutDataset(store, info["train_idx"], info["fields"], in_memory=in_memory)
+    dataset = CutoutDataset(store, info.train_idx, info.fields, in_memory=in_memory)
     load = time.perf_counter() - t
-    order = epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1]
+    order = epoch_batches(len(info.train_idx), batch_size, 0, 0)[:steps + 1]
     loader = DataLoader(dataset, sampler=order, batch_size=None)
     views = 2 if objective_.config.contrastive else 0  # ae reconstructs the stored stamp: no augmentation
     if views:  # warm-up: oneDNN builds its blur primitives on first use
@@ -74,8 +75,9 @@ def bench(store: Path, objective: str, batch_size: int, steps: int) -> tuple[flo
     """Images/s of the training step, of the data path from memory and from the file, and the seconds
     of the in-memory load."""
     cfg = TrainConfig(objective=objective, batch_size=batch_size, device="cpu", epochs=1, label_column="")
-    cfg, info = _prepare(cfg, store)
-    objective_, optimizer, _, generator = _build(cfg, info, torch.device("cpu"), steps)
+    cfg, info = prepare_data(cfg, store)
+    parts = build_parts(cfg, info, torch.device("cpu"), steps)
+    objective_, optimizer, generator = parts.objective, parts.optimizer, parts.generator
     file_rate, _, _ = data_path(store, info, objective_, generator, batch_size, steps, in_memory=False)
     memory_rate, load, batches = data_path(store, info, objective_, generator, batch_size, steps,
                                            in_memory=True)
@@ -105,10 +107,11 @@ def bench_cuda(store: Path, arch: str, batch_size: int, steps: int, workers: int
                       num_workers=workers, amp=fast, channels_last=fast)
     cfg.model.arch = arch
     device = torch.device("cuda")
-    cfg, info = _prepare(cfg, store)
-    objective_, optimizer, _, _ = _build(cfg, info, device, steps)
-    batches = epoch_batches(len(info["train_idx"]), batch_size, 0, 0)[:steps + 1]
-    loader = DataLoader(CutoutDataset(store, info["train_idx"], info["fields"]), num_workers=workers,
+    cfg, info = prepare_data(cfg, store)
+    parts = build_parts(cfg, info, device, steps)
+    objective_, optimizer = parts.objective, parts.optimizer
+    batches = epoch_batches(len(info.train_idx), batch_size, 0, 0)[:steps + 1]
+    loader = DataLoader(CutoutDataset(store, info.train_idx, info.fields), num_workers=workers,
                         pin_memory=True, sampler=batches, batch_size=None)
     objective_.train()
     utilisation = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
 from galmoco.data.normalize import NormalizeConfig
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_write_text
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -186,6 +186,8 @@ class TrainConfig:
         amp: bf16 autocast of the forward pass on CUDA (ignored, with a warning, on CPU).
         channels_last: channels-last memory format for the model and the input images.
         compile: ``nn.Module.compile()`` the encoder and decoder (``torch.compile``).
+        checkpoint_every: besides ``checkpoints/last.pt`` (every epoch), keep
+            ``checkpoints/checkpoint_NNNN.pt`` after every this many epochs; 0 keeps none.
     """
 
     objective: str = "moco-ae"
@@ -205,6 +207,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    checkpoint_every: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     moco: MocoConfig = field(default_factory=MocoConfig)
     bank: BankConfig = field(default_factory=BankConfig)
@@ -249,6 +252,7 @@ class TrainConfig:
             (self.moco.queue_size is None or self.moco.queue_size >= 1, "moco.queue_size", "positive"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads", "at least 1"),
+            (self.checkpoint_every >= 0, "checkpoint_every", "0 (none) or more epochs"),
             (self.bank.k >= 1, "bank.k", "at least 1"),
             (0.0 <= self.bank.momentum < 1.0, "bank.momentum", "in [0, 1)"),
             (self.bank.temperature > 0, "bank.temperature", "positive"),
@@ -387,9 +391,4 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> Path:
     """Write ``config`` as YAML, atomically; returns the path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(config_to_dict(config), fh, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -16,7 +16,7 @@ import gc
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,7 +39,6 @@ __all__ = [
     "is_distributed",
     "is_main",
     "resolve_device",
-    "launch_local",
     "rank",
     "shuffle_across_ranks",
     "teardown",
@@ -334,34 +333,6 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _local_entry(local_rank: int, fn: Callable[..., object], world: int, port: int, args: tuple) -> None:
-    os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    init_distributed(device="cpu", backend="gloo", timeout_s=120.0)
-    try:
-        fn(local_rank, *args)
-    finally:
-        teardown()
-
-
-def launch_local(fn: Callable[..., object], world: int, *args: object) -> None:
-    """Run ``fn(rank, *args)`` in ``world`` fresh CPU processes joined by a gloo group on 127.0.0.1.
-
-    A small stand-in for ``torchrun --standalone`` for tests and notebooks. ``fn`` must be importable
-    (a module-level function) and should drop its models before returning (see :func:`teardown`).
-
-    Args:
-        fn: the per-process function; its first argument is the rank.
-        world: number of processes.
-        *args: further (picklable) arguments.
-
-    Raises:
-        torch.multiprocessing.ProcessRaisedException: when a worker raised (with its traceback).
-    """
-    torch.multiprocessing.spawn(_local_entry, args=(fn, world, find_free_port(), args), nprocs=world,
-                                join=True)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

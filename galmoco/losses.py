@@ -66,20 +66,24 @@ def masked_mse(recon: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
 
 def masked_error_split(recon: Tensor, target: Tensor, sky: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean squared error on source pixels and on sky pixels separately (all bands).
+    """Per-object mean squared error over source pixels and over sky pixels (all bands), in float64:
+    the reconstruction quality the analysis reports (:mod:`galmoco.analysis.reconstruction`).
 
     Args:
-        recon: ``(N, B, H, W)``.
-        target: ``(N, B, H, W)``.
+        recon, target: ``(N, B, H, W)`` in the same (normalised) space.
         sky: ``(N, H, W)`` or ``(N, 1, H, W)`` bool, True on sky.
 
     Returns:
-        ``(mse_source, mse_sky)`` scalars; NaN for a class without pixels.
+        ``(source_mse, sky_mse)``, each ``(N,)`` float64; NaN for an object with no such pixel.
     """
-    n, nb, h, w = recon.shape
-    error = (recon - target).square().mean(dim=1)  # (N, H, W): per pixel, averaged over bands
-    sky = sky.reshape(n, h, w).bool()
-    return error[~sky].mean(), error[sky].mean()
+    err = (recon.double() - target.double()).square().mean(1)  # (N, H, W): band average
+    sky_f = sky.reshape(err.shape).to(err.dtype)
+
+    def mean(w: Tensor) -> Tensor:
+        count = w.sum((1, 2))
+        return torch.where(count > 0, (err * w).sum((1, 2)) / count.clamp_min(1), torch.nan)
+
+    return mean(1.0 - sky_f), mean(sky_f)
 
 
 def nce_loss(scores: Tensor, n_data: int, eps: float = 1e-7) -> Tensor:

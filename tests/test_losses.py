@@ -50,14 +50,18 @@ def test_masked_mse_on_constructed_tensors():
     assert masked_mse(recon, target, torch.zeros(1, 1, 2, 2)).item() == 0.0
 
 
-def test_masked_error_split():
-    recon = torch.zeros(2, 1, 2, 2)
-    target = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+def test_masked_error_split_per_object():
+    recon = torch.zeros(2, 2, 2, 2)
+    target = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2).repeat(2, 2, 1, 1)
+    target[1] *= 2  # the second object's errors are 4x the first's
     sky = torch.tensor([[True, True], [False, False]]).expand(2, 2, 2)
     source, sky_error = masked_error_split(recon, target, sky)
-    assert source.item() == pytest.approx((9 + 16) / 2) and sky_error.item() == pytest.approx((1 + 4) / 2)
-    source, _ = masked_error_split(recon, target, torch.ones(2, 1, 2, 2, dtype=torch.bool))
-    assert math.isnan(source.item())
+    assert source.dtype == sky_error.dtype == torch.float64
+    assert source.tolist() == pytest.approx([(9 + 16) / 2, 4 * (9 + 16) / 2])
+    assert sky_error.tolist() == pytest.approx([(1 + 4) / 2, 4 * (1 + 4) / 2])
+    all_sky = torch.ones(2, 1, 2, 2, dtype=torch.bool)
+    source, sky_error = masked_error_split(recon, target, all_sky)
+    assert torch.isnan(source).all() and sky_error.tolist() == pytest.approx([7.5, 30.0])
 
 
 def test_nce_loss_by_hand():

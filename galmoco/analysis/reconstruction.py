@@ -19,31 +19,9 @@ from galmoco.distributed import resolve_device
 from galmoco.embed import load_checkpoint_model
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore
+from galmoco.losses import masked_error_split
 
-__all__ = ["masked_mse", "reconstruction_errors", "reconstruction_examples", "sky_masks"]
-
-
-def masked_mse(
-    recon: torch.Tensor, target: torch.Tensor, sky: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-object mean squared error over source pixels and over sky pixels (all bands).
-
-    Args:
-        recon, target: ``(N, B, H, W)`` in the same (normalised) space.
-        sky: ``(N, H, W)`` bool, True on sky.
-
-    Returns:
-        ``(source_mse, sky_mse)``, each ``(N,)`` float64; NaN for an object with no such pixel.
-    """
-    err = ((recon.double() - target.double()) ** 2).mean(1)  # (N, H, W): band average
-    sky_f = sky.to(err.dtype)
-    src_f = 1.0 - sky_f
-
-    def mean(w: torch.Tensor) -> torch.Tensor:
-        count = w.sum((1, 2))
-        return torch.where(count > 0, (err * w).sum((1, 2)) / count.clamp_min(1), torch.nan)
-
-    return mean(src_f), mean(sky_f)
+__all__ = ["reconstruction_errors", "reconstruction_examples", "sky_masks"]
 
 
 def sky_masks(images: np.ndarray, weights: np.ndarray, config: MaskConfig) -> np.ndarray:
@@ -83,8 +61,9 @@ def reconstruction_errors(
             idx = np.arange(start, min(n, start + batch_size))
             images, weights = data.read_batch(idx), data.read_batch(idx, "weights")
             x = torch.from_numpy(images).to(dev)
-            src, sky = masked_mse(model.reconstruct(x).float().cpu(), model.normalize(x).float().cpu(),
-                                  torch.from_numpy(sky_masks(images, weights, config)))
+            src, sky = masked_error_split(model.reconstruct(x).float().cpu(),
+                                          model.normalize(x).float().cpu(),
+                                          torch.from_numpy(sky_masks(images, weights, config)))
             src_all.append(src.numpy())
             sky_all.append(sky.numpy())
     if not src_all:

@@ -30,13 +30,13 @@ from galmoco.fetch.engine import (
     write_summary,
 )
 from galmoco.fetch.manifest import read_manifest
+from galmoco.surveys import DES_PIXEL_SCALE, parse_bands
 
 __all__ = ["fetch_cutouts", "FetchResult", "arcmin_to_pixels", "pixels_to_arcmin", "DES_PIXEL_SCALE",
            "SERVICES", "default_url"]
 
 log = logging.getLogger(__name__)
 
-DES_PIXEL_SCALE = 0.263
 SERVICES = ("desaccess", "legacysurvey")
 _ENV = {"api_url": ("GALMOCO_DESACCESS_API", desaccess.DEFAULT_API),
         "files_url": ("GALMOCO_DESACCESS_FILES", desaccess.DEFAULT_FILES),
@@ -189,9 +189,7 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
     """
     if service not in SERVICES:
         raise GalmocoError(f"--service {service!r}: choose one of {', '.join(SERVICES)}")
-    bands = "".join(bands).lower()
-    if not bands or any(b not in "grizy" for b in bands) or len(set(bands)) != len(bands):
-        raise GalmocoError(f"--bands {bands!r}: give distinct letters from grizy")
+    bands = "".join(parse_bands(bands, "--bands"))
     if workers < 1 or retries < 1 or max_per_job < 1 or max_jobs < 1:
         raise GalmocoError("--workers, --retries, --max-per-job and --max-jobs must be >= 1")
     scale = DES_PIXEL_SCALE if service == "desaccess" else pixscale

@@ -35,6 +35,7 @@ from galmoco.fetch.engine import (
 )
 from galmoco.fetch.manifest import des_basename
 from galmoco.fetch.verify import verify_des_band, verify_json
+from galmoco.surveys import DES_PIXEL_SCALE
 
 __all__ = ["DesAccessClient", "DesAccessError", "DesJobOptions", "job_downloads", "fetch_job_files",
            "row_keys", "positions_csv", "unmatched_keys", "outcomes_by_key", "load_state", "run_jobs",
@@ -65,7 +66,7 @@ class DesJobOptions:
 
     release: str = "dr2"
     bands: str = "griz"
-    arcmin: float = 64 * 0.263 / 60
+    arcmin: float = 64 * DES_PIXEL_SCALE / 60
     database: str = "desdr"
 
 

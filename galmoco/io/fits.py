@@ -24,8 +24,13 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
+from galmoco import surveys
 from galmoco.errors import GalmocoError
+from galmoco.io.sources import DES_FILE, cutout_id, des_band_files, find_cutouts, is_fits_path
+from galmoco.surveys import BAND_ORDER, DES_PIXEL_SCALE, DES_ZEROPOINT, LEGACY_PIXEL_SCALE, LEGACY_ZEROPOINT
 
+# cutout_id, find_cutouts and is_fits_path (galmoco.io.sources) and BAND_ORDER (galmoco.surveys) are
+# re-exported: finding and naming sources is part of reading them (galmoco.io.pack imports them here)
 __all__ = [
     "BAND_ORDER",
     "Cutout",
@@ -38,12 +43,6 @@ __all__ = [
     "sky_sigma",
 ]
 
-#: canonical band order: the default order of the bands found in a source
-BAND_ORDER = "grizy"
-_DES_FILE = re.compile(r"^(?P<base>.+)_(?P<band>[grizy])\.(?:fits|fit)(?:\.fz|\.gz)?$")
-_FITS_SUFFIXES = (".fits", ".fit", ".fits.fz", ".fz", ".fits.gz", ".fit.gz")
-_DES_ZEROPOINT, _LS_ZEROPOINT = 30.0, 22.5
-_DES_PIXEL_SCALE, _LS_PIXEL_SCALE = 0.263, 0.262
 _WCS_KEY = re.compile(r"^(NAXIS\d?|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CD\d_\d|PC\d_\d|PV\d_\d+|"
                       r"RADESYS|EQUINOX|LONPOLE|LATPOLE)$")
 
@@ -86,13 +85,7 @@ def parse_bands(bands: str | Sequence[str] | None) -> tuple[str, ...] | None:
     Raises:
         GalmocoError: for an unknown or repeated band, or an empty list.
     """
-    if bands is None:
-        return None
-    out = tuple(b.lower() for b in bands)
-    bad = [b for b in out if b not in BAND_ORDER]
-    if not out or bad or len(set(out)) != len(out):
-        raise GalmocoError(f"bands {''.join(bands)!r}: give distinct letters from {BAND_ORDER!r}")
-    return out
+    return None if bands is None else surveys.parse_bands(bands)
 
 
 def parse_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -103,69 +96,6 @@ def parse_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if len(hw) != 2 or min(hw) < 1:
         raise GalmocoError(f"size {size!r}: give a positive int or (H, W)")
     return hw  # type: ignore[return-value]
-
-
-def is_fits_path(path: Path) -> bool:
-    """True when the file name ends like a FITS file (``.fits``, ``.fit``, ``.fz``, ``.fits.gz``)."""
-    return path.name.lower().endswith(_FITS_SUFFIXES)
-
-
-def cutout_id(source: str | Path) -> str:
-    """The object id of a cutout source, from its path alone (no file is opened).
-
-    A DESaccess POSDIR folder: its name (the DESJ BASENAME, or the COADD_OBJECT_ID for id rows). A
-    single DESaccess band file: its folder's name when that is the BASENAME or all digits (a POSDIR),
-    else the BASENAME from the file name. Any other file (a Legacy Survey cube): the file stem.
-    """
-    path = Path(source)
-    if path.is_dir():
-        return path.name
-    match = _DES_FILE.match(path.name)
-    if match:
-        parent = path.parent.name
-        return parent if parent == match["base"] or parent.isdigit() else match["base"]
-    name = path.name
-    for suffix in sorted(_FITS_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def _des_band_files(folder: Path) -> dict[str, Path]:
-    """``{band: path}`` of the DESaccess band files in a folder; error if it holds several objects."""
-    found: dict[str, Path] = {}
-    bases = set()
-    for path in sorted(folder.iterdir()):
-        match = _DES_FILE.match(path.name)
-        if match and path.is_file():
-            bases.add(match["base"])
-            found.setdefault(match["band"], path)
-    if len(bases) > 1:
-        names = ", ".join(sorted(bases)[:3])
-        raise GalmocoError(f"{folder}: holds band files of {len(bases)} objects ({names}...); "
-                           "a DESaccess POSDIR folder holds one object")
-    return found
-
-
-def find_cutouts(root: str | Path) -> list[Path]:
-    """Every cutout source under a folder, sorted: DESaccess POSDIR folders and single cube files.
-
-    A folder whose files match ``<BASENAME>_<band>.fits`` is one source (the POSDIR); any other FITS
-    file is a source of its own. PNGs, logs and JSON are ignored.
-
-    Raises:
-        GalmocoError: when ``root`` is not a folder, or a folder mixes band files of several objects.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise GalmocoError(f"{root}: not a folder")
-    sources: list[Path] = []
-    for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
-        if _des_band_files(folder):
-            sources.append(folder)
-        sources.extend(p for p in sorted(folder.iterdir())
-                       if p.is_file() and is_fits_path(p) and not _DES_FILE.match(p.name))
-    return sorted(sources)
 
 
 def sky_sigma(plane: np.ndarray) -> float:
@@ -359,7 +289,7 @@ def _read_file(path: Path, bands: tuple[str, ...] | None):
         cube_bands = str(header.get("BANDS", "")).strip().lower()
         cube = _read_plane(fits, index, path) if cube_bands else None
     if cube is None:  # a single-band DESaccess-like file: band from the name or the header
-        match = _DES_FILE.match(path.name)
+        match = DES_FILE.match(path.name)
         keyword = str(header.get("BAND", header.get("FILTER", ""))).strip()[:1].lower()
         band = match["band"] if match else keyword
         if not band or band not in BAND_ORDER:
@@ -411,7 +341,7 @@ def read_cutout(source: str | Path, bands: str | Sequence[str] | None = None,
     path = Path(source)
     want_bands, want_size = parse_bands(bands), parse_size(size)
     if path.is_dir():
-        files = _des_band_files(path)
+        files = des_band_files(path)
         if not files:
             raise GalmocoError(f"{path}: no <name>_<band>.fits files in this folder")
         got_bands, image, weight, header = _read_des(path, files, want_bands)
@@ -426,8 +356,8 @@ def read_cutout(source: str | Path, bands: str | Sequence[str] | None = None,
     shape = image.shape[1:]
     image, weight, padded = _fit_size(image, weight, want_size, pad, path, header)
     ra, dec = _centre(header, shape)
-    default_scale = _DES_PIXEL_SCALE if is_des else _LS_PIXEL_SCALE
-    zeropoint = float(header.get("MAGZERO", _DES_ZEROPOINT)) if is_des else _LS_ZEROPOINT
+    default_scale = DES_PIXEL_SCALE if is_des else LEGACY_PIXEL_SCALE
+    zeropoint = float(header.get("MAGZERO", DES_ZEROPOINT)) if is_des else LEGACY_ZEROPOINT
     return Cutout(image=image, weight=weight, bands=got_bands, ra=ra, dec=dec,
                   pixel_scale=_pixel_scale(header, default_scale), zeropoint=zeropoint,
                   units="counts" if is_des else "nanomaggies", n_bad_pixels=n_bad, padded=padded,

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from galmoco import __version__
 from galmoco.errors import GalmocoError
+from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
 __all__ = ["BASE_DTYPE", "IN_MEMORY_BYTES", "CutoutDataset", "CutoutStore", "read_catalog", "write_store"]
 
@@ -264,7 +265,7 @@ class CutoutDataset(Dataset):
 
 def write_store(path: str | Path, images: np.ndarray, weights: np.ndarray | None = None,
                 catalog: Mapping[str, Sequence] | None = None, bands: str = "griz", units: str = "counts",
-                pixel_scale: float = 0.263, zeropoint: float = 30.0) -> Path:
+                pixel_scale: float = DES_PIXEL_SCALE, zeropoint: float = DES_ZEROPOINT) -> Path:
     """Write a complete store from arrays in memory (what ``galmoco pack`` writes from FITS files).
 
     For stamps made in code: simulations, tests, benchmarks. Written to a temporary file in the same

@@ -18,6 +18,8 @@ from functools import cache
 
 import numpy as np
 
+from galmoco.surveys import DES_PIXEL_SCALE
+
 __all__ = [
     "TILE_PIXELS",
     "FOOTPRINT_BOXES",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 TILE_PIXELS = 10000
-PIXEL_SCALE = 0.263
+PIXEL_SCALE = DES_PIXEL_SCALE
 _TILE_DEG = TILE_PIXELS * PIXEL_SCALE / 3600.0
 _DEC_MIN = -66.0  # row 0 starts here
 

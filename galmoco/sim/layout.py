@@ -26,6 +26,7 @@ import numpy as np
 
 from galmoco.fetch.manifest import des_basename
 from galmoco.sim.footprint import PIXEL_SCALE, Tile, tile_pixel_to_world
+from galmoco.surveys import DES_ZEROPOINT
 
 __all__ = [
     "cutout_box",
@@ -117,7 +118,7 @@ def _header(extname: str, band: str, per_cutout: dict[str, object] | None = None
         ("TILENAME", v["TILENAME"]),
         ("BAND", band),
         ("FILTER", band),
-        ("MAGZERO", 30.0),
+        ("MAGZERO", DES_ZEROPOINT),
         ("CTYPE1", "RA---TAN"),
         ("CTYPE2", "DEC--TAN"),
         ("CUNIT1", "deg"),

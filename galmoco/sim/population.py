@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import gammainc
 
+from galmoco.surveys import BAND_ORDER, DES_ZEROPOINT
+
 __all__ = [
     "CLASSES",
     "PopulationConfig",
@@ -36,7 +38,7 @@ _COLOURS = {
     "disk": {"g": 0.75, "r": 0.22, "i": 0.0, "z": -0.12, "y": -0.16},
     "knots": {"g": 0.15, "r": 0.02, "i": 0.0, "z": 0.05, "y": 0.05},  # blue star-forming clumps
 }
-_ALL_BANDS = "grizy"
+_ALL_BANDS = BAND_ORDER
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def _fluxes(rng: np.random.Generator, mag_i: float, kind: str, shift: float, sca
         if band != "i":
             # redder overall for a larger `shift` (a crude redshift), more so at bluer bands
             colour += shift * (1.0 if band in "gr" else -0.5) + rng.normal(0, scatter)
-        out[band] = float(10 ** (-0.4 * (mag_i + colour - 30.0)))
+        out[band] = float(10 ** (-0.4 * (mag_i + colour - DES_ZEROPOINT)))
     return out
 
 
@@ -151,7 +153,7 @@ def _star_fluxes(rng: np.random.Generator, mag_i: float) -> dict:
     ri = 0.05 + 0.55 * max(gr - 0.3, 0.0) ** 1.5
     iz = 0.3 * ri
     mags = {"g": mag_i + gr + ri, "r": mag_i + ri, "i": mag_i, "z": mag_i - iz, "y": mag_i - 1.3 * iz}
-    return {b: float(10 ** (-0.4 * (m - 30.0))) for b, m in mags.items()}
+    return {b: float(10 ** (-0.4 * (m - DES_ZEROPOINT))) for b, m in mags.items()}
 
 
 def _galaxy(rng: np.random.Generator, cfg: PopulationConfig, cls: str, mag_i: float, dx: float, dy: float):

@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from galmoco.sim.population import Component, ObjectParams
+from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
 __all__ = ["ObservingConfig", "sky_sigma_from_depth", "render_stamp", "MASK_SATURATED", "shear_matrix"]
 
@@ -47,8 +48,8 @@ class ObservingConfig:
     The PSF is a Moffat profile (Moffat 1969) with ``psf_beta`` and a lognormal FWHM scatter.
     """
 
-    pixel_scale: float = 0.263
-    zeropoint: float = 30.0
+    pixel_scale: float = DES_PIXEL_SCALE
+    zeropoint: float = DES_ZEROPOINT
     psf_fwhm: dict[str, float] = field(
         default_factory=lambda: {"g": 1.11, "r": 0.95, "i": 0.88, "z": 0.83, "y": 0.90}
     )

@@ -33,6 +33,7 @@ from galmoco.sim.footprint import (
 )
 from galmoco.sim.population import PopulationConfig, draw_object
 from galmoco.sim.render import ObservingConfig, render_stamp, sky_sigma_from_depth
+from galmoco.surveys import parse_bands
 
 __all__ = [
     "SimulatedObject",
@@ -218,9 +219,7 @@ def simulate_survey(
     Raises:
         GalmocoError: bad bands, size or workers, an unreadable manifest, or an existing job folder.
     """
-    band_tuple = tuple(bands)
-    if not band_tuple or any(b not in "grizy" for b in band_tuple) or len(set(band_tuple)) != len(band_tuple):
-        raise GalmocoError(f"bands={bands!r}: give distinct letters from 'grizy', e.g. 'griz'")
+    band_tuple = parse_bands(bands)
     if not 8 <= size <= 2736:  # 2736 px = 12 arcmin, DESaccess's maximum
         raise GalmocoError(f"size={size}: must be between 8 and 2736 pixels")
     if workers < 1:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from galmoco.config import config_from_dict
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_output
 from galmoco.models.galaxy import GalaxyModel
 
 __all__ = ["load_checkpoint", "load_model", "rng_state", "save_checkpoint", "set_rng_state"]
@@ -33,17 +33,9 @@ __all__ = ["load_checkpoint", "load_model", "rng_state", "save_checkpoint", "set
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file in the same folder, then rename it over
     ``path`` (a crash never leaves a half-written checkpoint). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

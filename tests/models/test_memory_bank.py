@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from galmoco.distributed import launch_local
 from galmoco.losses import nce_loss, softmax_ce
 from galmoco.models.memory_bank import MemoryBank, MultiViewNCE, first_occurrence, nce_scores
+from tests.process_group import launch_local
 
 
 def test_first_occurrence():

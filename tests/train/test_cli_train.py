@@ -27,7 +27,8 @@ def test_cli_train_and_resume(tiny_store, tmp_path):
                    "--temperature", "0.3")
     assert res.returncode == 0, res.stderr
     assert "trained 1 epochs" in res.stdout
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "checkpoints", "tensorboard"}
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "checkpoints", "tensorboard",
+                                                "provenance.json", ".lock"}
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["model"]["head"] == "mlp" and saved["optim"]["cosine"] is False
     assert saved["moco"]["temperature"] == 0.3 and saved["model"]["latent_dim"] == 16

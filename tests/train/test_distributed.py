@@ -10,6 +10,7 @@ from torch import nn
 
 from galmoco import distributed as D
 from galmoco.errors import GalmocoError
+from tests.process_group import launch_local
 
 WORLD = 2
 PER_RANK = (6, 5)  # unequal on purpose: a short last batch on one rank
@@ -94,7 +95,7 @@ def _worker(rank: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("dist")
-    D.launch_local(_worker, WORLD, str(out))
+    launch_local(_worker, WORLD, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -14,7 +14,6 @@ import torch
 from galmoco.config import BankConfig, MocoConfig
 from galmoco.distributed import find_free_port
 from galmoco.train import load_model, train
-from galmoco.train.loop import DUMP_RANK_STATE_ENV
 
 from .conftest import tiny_config, write_synthetic_store
 
@@ -32,13 +31,14 @@ def two_rank_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     store = write_synthetic_store(tmp / "tiny.h5", n=64, size=16)
     run_dir, dump = tmp / "run", tmp / "dump"
     dump.mkdir()
-    env = {**os.environ, DUMP_RANK_STATE_ENV: str(dump), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-addr=127.0.0.1",
-           f"--master-port={find_free_port()}", "-m", "galmoco", "train", str(store), "-o", str(run_dir),
-           "--objective", "moco-ae", "--epochs", "1", "--batch-size", "4", "--queue-size", "20",
-           "--latent-dim", "16", "--device", "cpu", "--label-column", "", "--config", str(tmp / "cfg.yaml")]
-    (tmp / "cfg.yaml").write_text("num_threads: 1\nmodel: {widths: [8, 16], proj_dim: 16}\n"
-                                  "moco: {bn_splits: 2, momentum: 0.9}\n")
+           f"--master-port={find_free_port()}", str(Path(__file__).with_name("ddp_runner.py")), str(store),
+           str(run_dir), str(tmp / "cfg.yaml"), str(dump)]
+    (tmp / "cfg.yaml").write_text(
+        "objective: moco-ae\nepochs: 1\nbatch_size: 4\ndevice: cpu\nlabel_column: ''\nnum_threads: 1\n"
+        "model: {widths: [8, 16], latent_dim: 16, proj_dim: 16}\n"
+        "moco: {bn_splits: 2, momentum: 0.9, queue_size: 20}\n")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return store, run_dir, dump

@@ -14,7 +14,9 @@ import torch
 from galmoco.errors import GalmocoError
 from galmoco.models import GalaxyModel
 from galmoco.train import load_model, loop, train
-from galmoco.train.loop import METRIC_COLUMNS, epoch_batches, lr_factor
+from galmoco.train.build import lr_factor
+from galmoco.train.loop import epoch_batches
+from galmoco.train.run_folder import METRIC_COLUMNS
 
 from .conftest import tiny_config
 
