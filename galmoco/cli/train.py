@@ -2,95 +2,160 @@
 
 Options left out keep the value of ``--config`` (a YAML file) or, without one, the dataclass defaults
 of :mod:`galmoco.config` (with ``--resume``: the run's own ``config.yaml``); options given override.
+Every option that sets a config field is one row of :data:`OPTIONS` (its default shown in ``--help``
+comes from :class:`~galmoco.config.TrainConfig`, its choices from the config's lists); a switch is an
+``--x/--no-x`` pair, so a config file's ``true`` can be turned off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-__all__ = ["train"]
+from galmoco.config import (
+    ARCHS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    TrainConfig,
+    apply_overrides,
+    config_value,
+    load_config,
+)
+from galmoco.data.masks import RULES
+from galmoco.data.normalize import METHODS
 
-#: option name -> dotted TrainConfig field it sets
-_FIELDS = {
-    "objective": "objective", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
-    "optimizer": "optim.optimizer", "device": "device", "seed": "seed", "workers": "num_workers",
-    "in_memory": "in_memory",
-    "temperature": "moco.temperature", "queue_size": "moco.queue_size", "arch": "model.arch",
-    "latent_dim": "model.latent_dim", "mask_rule": "mask.rule", "sky_weight": "mask.sky_weight",
-    "norm": "normalize.method", "label_column": "label_column", "alpha": "alpha", "beta": "beta",
-    "views": "bank.views", "nce_k": "bank.k", "nce_m": "bank.momentum", "nce_t": "bank.temperature",
-    "softmax": "bank.softmax", "amp": "amp", "channels_last": "channels_last", "compile": "compile",
-}
-_DEFAULT = " [default: from --config, else the TrainConfig default]"
+__all__ = ["OPTIONS", "Option", "config_from_options", "train"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``galmoco train`` option that sets a TrainConfig field.
+
+    Attributes:
+        decls: the option's names, e.g. ``"--lr"``, or ``"--mlp/--no-mlp"`` for a switch.
+        field: the dotted TrainConfig field it sets, e.g. ``"optim.lr"``.
+        help: one sentence; the default is added from TrainConfig.
+        type: the click type; ``None`` for a switch.
+        switch: for a switch on a non-boolean field, the field's values for on and off.
+        default: the text shown as the default where the field's value alone does not say it.
+    """
+
+    decls: str
+    field: str
+    help: str
+    type: Any = None
+    switch: tuple[Any, Any] | None = None
+    default: str | None = None
+
+    @property
+    def param(self) -> str:
+        """The click parameter name: the field with ``__`` for dots."""
+        return self.field.replace(".", "__")
+
+    def shown_default(self) -> str:
+        """The default for ``--help``: TrainConfig's value, or for a switch the name of its default side."""
+        if self.default is not None:
+            return self.default
+        value = config_value(TrainConfig(), self.field)
+        if self.type is not None:
+            return str(value)
+        on, off = self.decls.split("/")
+        return on if value == (self.switch[0] if self.switch else True) else off
+
+    def value(self, given: Any) -> Any:
+        """The field value for what was given on the command line (``None``: not given)."""
+        if given is None or self.switch is None:
+            return given
+        return self.switch[0] if given else self.switch[1]
+
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+
+#: the options that set TrainConfig fields, in ``--help`` order
+OPTIONS: tuple[Option, ...] = (
+    Option("--objective", "objective", "Training objective.", click.Choice(OBJECTIVES)),
+    Option("--epochs", "epochs", "Passes over the training split.", click.IntRange(min=1)),
+    Option("--batch-size", "batch_size", "Images per step (per process).", click.IntRange(min=2)),
+    Option("--lr", "optim.lr", "Base learning rate for a batch of 256 (scaled linearly with the batch size).",
+           _POSITIVE, default="4e-3 for adamw, 0.03 for sgd"),
+    Option("--optimizer", "optim.optimizer", "Optimiser.", click.Choice(OPTIMIZERS)),
+    Option("--alpha", "alpha", "Weight of the InfoNCE term (moco-ae).", float),
+    Option("--beta", "beta", "Weight of the reconstruction term (moco-ae).", float),
+    Option("--device", "device", "cpu, cuda, cuda:N or auto.", str),
+    Option("--seed", "seed", "Random seed.", int),
+    Option("--workers", "num_workers", "DataLoader worker processes.", click.IntRange(min=0)),
+    Option("--in-memory/--from-file", "in_memory",
+           "Hold the training stamps in memory, or read each batch from the store.",
+           default="in memory when they take at most 2 GiB"),
+    Option("--mlp/--no-mlp", "model.head", "MLP projection head (MoCo v2), or a linear one (v1).",
+           switch=("mlp", "linear")),
+    Option("--aug-plus/--no-aug-plus", "augment.aug_plus", "Stronger augmentations (MoCo v2 aug+)."),
+    Option("--cos/--step-schedule", "optim.cosine",
+           "Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)."),
+    Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),
+    Option("--queue-size", "moco.queue_size", "Negatives in the MoCo queue.", click.IntRange(min=1),
+           default="min(4096, a multiple of the batch size <= half the training set)"),
+    Option("--arch", "model.arch", "Encoder.", click.Choice(ARCHS)),
+    Option("--latent-dim", "model.latent_dim", "Latent vector size.", click.IntRange(min=1)),
+    Option("--mask-rule", "mask.rule", "Sky mask rule for the reconstruction loss.", click.Choice(RULES)),
+    Option("--sky-weight", "mask.sky_weight", "Loss weight of sky pixels.", click.FloatRange(min=0)),
+    Option("--norm", "normalize.method", "Flux normalisation.", click.Choice(METHODS)),
+    Option("--label-column", "label_column", "Catalogue column for the kNN monitor ('' for none).", str),
+    Option("--views", "bank.views", "cmc: band groups, comma-separated, e.g. gr,iz.", str),
+    Option("--nce-k", "bank.k", "insdis/cmc: negatives per image.", click.IntRange(min=1)),
+    Option("--nce-m", "bank.momentum", "insdis/cmc: memory-bank momentum.",
+           click.FloatRange(min=0, max=1, max_open=True)),
+    Option("--nce-t", "bank.temperature", "insdis/cmc: temperature.", _POSITIVE),
+    Option("--softmax/--nce", "bank.softmax", "insdis/cmc: softmax cross-entropy or NCE loss."),
+    Option("--amp/--no-amp", "amp", "bf16 autocast on CUDA."),
+    Option("--channels-last/--no-channels-last", "channels_last", "Channels-last memory format."),
+    Option("--compile/--no-compile", "compile", "torch.compile the encoder and decoder."),
+    Option("--checkpoint-every", "checkpoint_every",
+           "Keep checkpoints/checkpoint_NNNN.pt every this many epochs besides last.pt (0: none).",
+           click.IntRange(min=0)),
+)
+
+
+def _with_options(command: Callable) -> Callable:
+    """Apply :data:`OPTIONS` to a click command function (first row first in ``--help``)."""
+    for opt in reversed(OPTIONS):
+        kind = {"type": opt.type} if opt.type is not None else {}
+        # default None: an option left out keeps the --config value; the shown default is TrainConfig's
+        command = click.option(opt.decls, opt.param, default=None,
+                               help=f"{opt.help} [default: {opt.shown_default()}]", **kind)(command)
+    return command
+
+
+def config_from_options(config_path: Path | None, resumed_run: Path | None,
+                        options: dict[str, Any]) -> TrainConfig:
+    """The run's TrainConfig: ``--config`` (else the resumed run's own ``config.yaml``, else the defaults)
+    with the options given on the command line (``options``: click's parameters, ``None`` = not given)."""
+    if config_path:
+        config = load_config(config_path)
+    elif resumed_run is not None and (resumed_run / "config.yaml").is_file():
+        config = load_config(resumed_run / "config.yaml")  # the run's own settings, not the defaults
+    else:
+        config = TrainConfig()
+    return apply_overrides(config, {opt.field: opt.value(options[opt.param]) for opt in OPTIONS})
 
 
 @click.command("train")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory (config.yaml, metrics.csv, checkpoints/, tensorboard/).")
+              help="Run directory (config.yaml, provenance.json, metrics.csv, checkpoints/, tensorboard/).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file with any subset of the TrainConfig keys.")
-@click.option("--objective", type=click.Choice(["ae", "moco", "moco-ae", "insdis", "cmc"]),
-              help="Training objective." + _DEFAULT)
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training split." + _DEFAULT)
-@click.option("--batch-size", type=click.IntRange(min=2), help="Images per step." + _DEFAULT)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Base learning rate for a batch of 256 (scaled linearly with the batch size)." + _DEFAULT)
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), help="Optimiser." + _DEFAULT)
-@click.option("--alpha", type=float, help="Weight of the InfoNCE term (moco-ae)." + _DEFAULT)
-@click.option("--beta", type=float, help="Weight of the reconstruction term (moco-ae)." + _DEFAULT)
-@click.option("--device", help="cpu, cuda, cuda:N or auto." + _DEFAULT)
-@click.option("--seed", type=int, help="Random seed." + _DEFAULT)
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes." + _DEFAULT)
-@click.option("--in-memory/--from-file", default=None,
-              help="Hold the training stamps in memory, or read each batch from the store [default: in "
-              "memory when they take at most 2 GiB].")
-@click.option("--mlp", is_flag=True, default=None, help="MLP projection head (MoCo v2).")
-@click.option("--aug-plus", is_flag=True, default=None, help="Stronger augmentations (MoCo v2 aug+).")
-@click.option("--cos/--step-schedule", default=None,
-              help="Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)." + _DEFAULT)
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
-              help="InfoNCE temperature (0.07 v1; 0.2 v2)." + _DEFAULT)
-@click.option("--queue-size", type=click.IntRange(min=1), help="Negatives in the MoCo queue [default: "
-              "min(4096, a multiple of the batch size <= half the training set)].")
-@click.option("--arch", type=click.Choice(["conv", "resnet18", "resnet50"]), help="Encoder." + _DEFAULT)
-@click.option("--latent-dim", type=click.IntRange(min=1), help="Latent vector size." + _DEFAULT)
-@click.option("--mask-rule", type=click.Choice(["segmentation", "positive", "none"]),
-              help="Sky mask rule for the reconstruction loss." + _DEFAULT)
-@click.option("--sky-weight", type=click.FloatRange(min=0), help="Loss weight of sky pixels." + _DEFAULT)
-@click.option("--norm", type=click.Choice(["asinh", "log10"]), help="Flux normalisation." + _DEFAULT)
-@click.option("--label-column", help="Catalogue column for the kNN monitor." + _DEFAULT)
-@click.option("--views", help="cmc: band groups, comma-separated, e.g. gr,iz." + _DEFAULT)
-@click.option("--nce-k", type=click.IntRange(min=1), help="insdis/cmc: negatives per image." + _DEFAULT)
-@click.option("--nce-m", type=click.FloatRange(min=0, max=1, max_open=True),
-              help="insdis/cmc: memory-bank momentum." + _DEFAULT)
-@click.option("--nce-t", type=click.FloatRange(min=0, min_open=True),
-              help="insdis/cmc: temperature." + _DEFAULT)
-@click.option("--softmax/--nce", default=None,
-              help="insdis/cmc: softmax cross-entropy or NCE loss." + _DEFAULT)
-@click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA.")
-@click.option("--channels-last", is_flag=True, default=None, help="Channels-last memory format.")
-@click.option("--compile", is_flag=True, default=None, help="torch.compile the encoder and decoder.")
+@_with_options
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
-def train(dataset: Path, run_dir: Path, config_path: Path | None, resume: bool, mlp: bool | None,
-          aug_plus: bool | None, cos: bool | None, **options) -> None:
+def train(dataset: Path, run_dir: Path, config_path: Path | None, resume: bool, **options: Any) -> None:
     """Train the MoCo-regularised autoencoder (or a baseline) on a packed DATASET.h5."""
-    from galmoco.config import TrainConfig, apply_overrides, load_config
     from galmoco.train import train as run_training
 
-    saved = run_dir / "config.yaml"
-    if config_path:
-        config = load_config(config_path)
-    elif resume and saved.is_file():  # continue with the run's own settings, not the defaults
-        config = load_config(saved)
-    else:
-        config = TrainConfig()
-    overrides = {_FIELDS[name]: value for name, value in options.items()}
-    overrides.update({"model.head": "mlp" if mlp else None, "augment.aug_plus": aug_plus or None,
-                      "optim.cosine": cos})
-    config = apply_overrides(config, overrides)
+    config = config_from_options(config_path, run_dir if resume else None, options)
     result = run_training(config, dataset, run_dir, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
     click.echo(f"trained {result.epochs} epochs ({result.steps} steps); "

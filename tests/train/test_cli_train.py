@@ -50,3 +50,36 @@ def test_cli_errors(tiny_store, tmp_path):
     assert "unknown key(s) optim.learning_rate" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "r"), "--objective", "simclr")
     assert res.returncode == 2
+
+
+def _parsed(*args: str) -> dict:
+    """The options as the ``train`` command receives them (parsed by click, not run)."""
+    from galmoco.cli.train import train as command
+
+    return command.make_context("train", [__file__, "-o", "run", *args]).params
+
+
+def test_switches_turn_off_what_a_config_file_turns_on(tmp_path):
+    from galmoco.cli.train import config_from_options
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: {head: mlp}\naugment: {aug_plus: true}\namp: true\nbank: {softmax: false}\n")
+    kept = config_from_options(cfg, None, _parsed())
+    assert (kept.model.head, kept.augment.aug_plus, kept.amp, kept.bank.softmax) == ("mlp", True, True, False)
+    off = config_from_options(cfg, None, _parsed("--no-mlp", "--no-aug-plus", "--no-amp", "--softmax"))
+    assert (off.model.head, off.augment.aug_plus, off.amp, off.bank.softmax) == ("linear", False, False, True)
+    on = config_from_options(None, None, _parsed("--mlp", "--checkpoint-every", "5", "--label-column", ""))
+    assert (on.model.head, on.checkpoint_every, on.label_column) == ("mlp", 5, "")
+
+
+def test_help_shows_the_config_defaults_and_its_choices():
+    res = subprocess.run([sys.executable, "-m", "galmoco", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())  # click wraps the lines
+    assert "from TrainConfig" not in text
+    for shown in ("--temperature FLOAT RANGE InfoNCE temperature (0.07 v1; 0.2 v2). [default: 0.2]",
+                  "[default: --no-mlp]", "[default: --cos]", "--epochs INTEGER RANGE Passes over the "
+                  "training split. [default: 50]", "--arch [conv|resnet18|resnet50]",
+                  "--objective [ae|moco|moco-ae|insdis|cmc]", "--norm [asinh|log10]"):
+        assert shown in text, shown
