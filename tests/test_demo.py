@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from galmoco.demo import DEMO_RUNS, headline_table
 from galmoco.embed import read_embeddings
 from galmoco.fetch.manifest import read_manifest
-from tests.fetch.servers import DesAccessServer, running
+from galmoco.fetch.standin import DesAccessServer, running
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import DesAccessServer, LegacySurveyServer, running
+from galmoco.fetch.standin import DesAccessServer, LegacySurveyServer, running
 
 PASSWORD = "s3cret-Pa55word"
 USER = "alice"
