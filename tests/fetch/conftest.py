@@ -14,6 +14,17 @@ USER = "alice"
 FAST = {"poll_interval": 0.01, "retries": 4, "timeout": 1.0, "backoff": 0.01}
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                   "no_proxy", "all_proxy", "GALMOCO_ALLOW_INSECURE")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_caller(monkeypatch):
+    """The local servers are reached directly unless a test sets a proxy itself."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def des_server(monkeypatch):
     server = DesAccessServer({USER: PASSWORD})

@@ -19,7 +19,7 @@ from galmoco.errors import GalmocoError
 from galmoco.fetch import fetch_cutouts
 from galmoco.fetch.credentials import Credentials
 from galmoco.fetch.desaccess import DesAccessClient, DesJobOptions
-from galmoco.fetch.engine import HttpClient, RetryPolicy
+from galmoco.fetch.engine import HttpClient
 from galmoco.fetch.manifest import des_basename
 from galmoco.fetch.verify import verify_des_band
 
@@ -27,7 +27,8 @@ from .conftest import FAST, PASSWORD, POSITIONS, USER, write_manifest
 
 
 def _fetch(server, manifest, out, **kwargs):
-    return fetch_cutouts(manifest, out, api_url=server.api, files_url=server.files, **{**FAST, **kwargs})
+    return fetch_cutouts(manifest, out, api_url=server.api, files_url=server.files,
+                         **{**FAST, "allow_insecure": True, **kwargs})
 
 
 def _summary(out):
@@ -47,7 +48,7 @@ def test_job_layout_summary_edges_and_unmatched(tmp_path, des_server):
     out = tmp_path / "out"
     (jobdir,) = [p for p in out.iterdir() if p.is_dir()]
     assert (jobdir / "summary.json").is_file() and (jobdir / f"positions_{jobdir.name}.csv").is_file()
-    assert not list(out.rglob("*.log")) and not list(out.rglob("*.part"))
+    assert not list(out.rglob("*.log")) and not list(out.rglob(".*"))  # no temporary file left
     files = _fits(out)
     assert len(files) == 16
     plus = jobdir / "DES0126+0330" / des_basename(*POSITIONS[0])
@@ -77,16 +78,11 @@ def test_limits_are_never_exceeded(tmp_path, des_server):
                     max_per_job=3, max_jobs=2, bands="g")
     assert result.counts == {"fetched": 10}
     assert des_server.rejections == [] and len(des_server.jobs) == 4
-    # a client configured above the server's limit gets the server's own message
-    with pytest.raises(GalmocoError, match=r"Number of requested cutouts \(4\) exceeds the maximum allowed "
-                                           r"per job request \(3\)"):
-        _fetch(des_server, write_manifest(tmp_path / "m.csv", rows), tmp_path / "out2", max_per_job=4)
 
 
 def test_other_unfinished_jobs_make_the_client_wait(tmp_path, des_server):
     des_server.max_jobs, des_server.job_seconds = 1, 0.3
-    other = DesAccessClient(des_server.api, des_server.files, Credentials(USER, PASSWORD), HttpClient(),
-                            RetryPolicy())
+    other = DesAccessClient(des_server.api, des_server.files, Credentials(USER, PASSWORD), HttpClient())
     other.submit("RA,DEC\n10.5,-5.5", DesJobOptions(), "elsewhere")  # still running when the fetch starts
     result = _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:2]), tmp_path / "out",
                     max_per_job=1, bands="g", poll_interval=0.05)
@@ -170,7 +166,7 @@ def test_sigkill_then_resume_fetches_every_file_once(tmp_path, des_server):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "galmoco", "fetch", str(manifest), "-o", str(out), "--max-per-job", "4",
            "--workers", "3", "--poll-interval", "0.01", "--api-url", des_server.api,
-           "--files-url", des_server.files, "--timeout", "60"]
+           "--files-url", des_server.files, "--timeout", "60", "--allow-insecure"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while sum(des_server.served.values()) < 10 and time.monotonic() < deadline:
@@ -193,4 +189,4 @@ def test_sigkill_then_resume_fetches_every_file_once(tmp_path, des_server):
     assert des_server.requests[("PUT", "/desaccess/api/job/cutout")] == 2
     state = json.loads((out / "fetch_state.json").read_text())
     assert [j["status"] for j in state["jobs"]] == ["downloaded", "downloaded"]
-    assert not list(Path(out).rglob("*.part"))
+    assert not list(Path(out).rglob(".*"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from galmoco.fetch.engine import HttpClient, RetryPolicy, atomic_write_bytes, run_downloads
+from galmoco.fetch.engine import HttpClient, RetryPolicy, run_downloads, write_verified
 from galmoco.fetch.legacysurvey import cube_downloads
 from galmoco.fetch.manifest import read_manifest
 from galmoco.fetch.verify import VerifyError, verify_legacy_cube
@@ -23,17 +23,17 @@ def _downloads(tmp_path, server, n=3):
 def test_each_fault_is_retried_and_the_file_kept_valid(tmp_path, legacy_server, fault):
     legacy_server.slow_seconds = 1.0
     legacy_server.faults.add("fits-cutout", fault, fault)
-    outcomes = run_downloads(_downloads(tmp_path, legacy_server), workers=2, policy=FAST)
+    outcomes = run_downloads(_downloads(tmp_path, legacy_server), workers=2, client=HttpClient(FAST))
     assert [o.status for o in outcomes] == ["fetched"] * 3
     assert sum(o.attempts for o in outcomes) == 3 + 2  # two faulty replies, each cost one attempt
     for o in outcomes:
         verify_legacy_cube(o.download.dest, "griz", 32)
-    assert not list((tmp_path / "out").glob("*.part"))
+    assert not list((tmp_path / "out").glob(".*"))
 
 
 def test_gives_up_after_bounded_attempts(tmp_path, legacy_server):
     legacy_server.faults.add("fits-cutout", *["500"] * 10)
-    outcomes = run_downloads(_downloads(tmp_path, legacy_server, 1), workers=1, policy=FAST)
+    outcomes = run_downloads(_downloads(tmp_path, legacy_server, 1), workers=1, client=HttpClient(FAST))
     assert outcomes[0].status == "out_of_footprint" and "HTTP 500 after 4 attempts" in outcomes[0].reason
     assert sum(legacy_server.requests.values()) == 4
     assert not outcomes[0].download.dest.exists()
@@ -41,9 +41,9 @@ def test_gives_up_after_bounded_attempts(tmp_path, legacy_server):
 
 def test_resume_skips_verified_files_and_refetches_broken_ones(tmp_path, legacy_server):
     downloads = _downloads(tmp_path, legacy_server)
-    run_downloads(downloads, workers=2, policy=FAST)
+    run_downloads(downloads, workers=2, client=HttpClient(FAST))
     downloads[0].dest.write_bytes(b"SIMPLE  = garbage")
-    outcomes = run_downloads(downloads, workers=2, policy=FAST, resume=True)
+    outcomes = run_downloads(downloads, workers=2, client=HttpClient(FAST), resume=True)
     assert [o.status for o in outcomes] == ["fetched", "skipped", "skipped"]
     assert sum(legacy_server.requests.values()) == 4
 
@@ -53,9 +53,9 @@ def test_atomic_write_drops_a_file_that_fails_its_check(tmp_path):
         raise VerifyError("bad")
 
     with pytest.raises(VerifyError):
-        atomic_write_bytes(tmp_path / "x.fits", b"data", reject)
+        write_verified(tmp_path / "x.fits", b"data", reject)
     assert list(tmp_path.iterdir()) == []
-    atomic_write_bytes(tmp_path / "y.bin", b"data")
+    write_verified(tmp_path / "y.bin", b"data")
     assert (tmp_path / "y.bin").read_bytes() == b"data" and len(list(tmp_path.iterdir())) == 1
 
 
@@ -70,4 +70,4 @@ def test_client_reports_refused_connection_as_transient():
     from galmoco.fetch.engine import TransientError
 
     with pytest.raises(TransientError):
-        HttpClient(0.5).request("GET", "http://127.0.0.1:9/x")
+        HttpClient(RetryPolicy(attempts=2, backoff=0.01, timeout=0.5)).request("GET", "http://127.0.0.1:9/x")
