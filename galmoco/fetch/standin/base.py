@@ -22,7 +22,9 @@ from astropy.io import fits
 
 __all__ = ["Faults", "StandinServer", "StandinHandler", "blob_image", "fits_bytes", "running", "FAULTS"]
 
-FAULTS = ("drop", "500", "slow", "truncate", "corrupt")
+#: ``429``: "Too Many Requests" with ``Retry-After: server.retry_after``; ``302``: a redirect to the same
+#: URL (served normally next time, as the fault is used up)
+FAULTS = ("drop", "500", "slow", "truncate", "corrupt", "429", "302")
 
 
 class Faults:
@@ -55,6 +57,7 @@ class StandinServer(ThreadingHTTPServer):
         self.requests: Counter = Counter()  # (method, route) -> count
         self.latency = 0.0  # seconds added to every request
         self.slow_seconds = 2.0
+        self.retry_after = 1  # seconds a "429" fault asks the client to wait
         # after ``hold_after`` file replies, further file requests wait for ``hold`` and are then dropped
         self.hold_after: int | None = None
         self.hold = threading.Event()
@@ -79,6 +82,13 @@ class StandinHandler(BaseHTTPRequestHandler):
             return
         if fault == "500":
             status, body, ctype = 500, b"Internal Server Error", "text/plain"
+        extra = {}
+        if fault == "429":
+            status, body, ctype = 429, b"Too Many Requests", "text/plain"
+            extra = {"Retry-After": str(server.retry_after)}
+        if fault == "302":
+            status, body, ctype = 302, b"", "text/plain"
+            extra = {"Location": self.path}
         if fault == "slow":
             time.sleep(server.slow_seconds)
         if fault == "corrupt" and status == 200:
@@ -87,6 +97,8 @@ class StandinHandler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.end_headers()
             if fault == "truncate":
                 self.wfile.write(body[: len(body) // 2])

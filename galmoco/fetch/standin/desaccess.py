@@ -153,6 +153,16 @@ class DesAccessServer(StandinServer):
         job.files[f"cutout_{job.jobid}.log"] = b"log\n"
         return summary
 
+    def listing(self, job: Job, prefix: str) -> list[dict]:
+        """The nginx JSON listing of the job folder ``prefix`` (``""`` or ending in ``/``)."""
+        entries = {}
+        for name in job.files:
+            if name.startswith(prefix):
+                head, _, tail = name[len(prefix):].partition("/")
+                entries[head] = {"name": head, "type": "directory", "mtime": MTIME} if tail else \
+                    {"name": head, "type": "file", "mtime": MTIME, "size": 0}
+        return list(entries.values())
+
     def file_bytes(self, job: Job, rel: str) -> bytes:
         spec = job.files[rel]
         if isinstance(spec, bytes):
@@ -295,16 +305,10 @@ class _DesHandler(StandinHandler):
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         rel = "/".join(parts[3:])
         if rel == "json" or rel.endswith("/json"):
-            prefix = rel[:-4]
-            entries = {}
-            for name in job.files:
-                if name.startswith(prefix):
-                    head, _, tail = name[len(prefix):].partition("/")
-                    entries[head] = {"name": head, "type": "directory", "mtime": MTIME} if tail else \
-                        {"name": head, "type": "file", "mtime": MTIME, "size": 0}
+            entries = self.server.listing(job, rel[:-4])
             if not entries:
                 return self._send(404, b"<html>404 Not Found</html>", "text/html")
-            return self._send(200, json.dumps(list(entries.values())).encode(), count=False)
+            return self._send(200, json.dumps(entries).encode(), count=False)
         if rel not in job.files:
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         if self.server.hold_after is not None and sum(self.server.served.values()) >= self.server.hold_after:
