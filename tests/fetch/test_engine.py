@@ -1,6 +1,13 @@
-"""The download engine against the local viewer: retries on every fault kind, atomic writes, backoff."""
+"""The download engine against the local viewer: retries on every fault kind (429 with Retry-After
+included), redirects, proxies from the environment, atomic writes, backoff."""
 
 from __future__ import annotations
+
+import http.client
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -71,3 +78,64 @@ def test_client_reports_refused_connection_as_transient():
 
     with pytest.raises(TransientError):
         HttpClient(RetryPolicy(attempts=2, backoff=0.01, timeout=0.5)).request("GET", "http://127.0.0.1:9/x")
+
+
+def test_429_is_retried_after_the_servers_retry_after(tmp_path, legacy_server):
+    legacy_server.faults.add("fits-cutout", "429")
+    start = time.monotonic()
+    outcomes = run_downloads(_downloads(tmp_path, legacy_server, 1), workers=1, client=HttpClient(FAST))
+    waited = time.monotonic() - start
+    assert outcomes[0].status == "fetched" and outcomes[0].attempts == 2
+    assert waited >= legacy_server.retry_after  # the backoff alone would wait <= 0.01 s
+
+
+def test_redirects_are_followed(tmp_path, legacy_server):
+    legacy_server.faults.add("fits-cutout", "302", "302")
+    outcomes = run_downloads(_downloads(tmp_path, legacy_server, 2), workers=1, client=HttpClient(FAST))
+    assert [o.status for o in outcomes] == ["fetched", "fetched"]
+    assert sum(legacy_server.requests.values()) == 4  # two redirected requests and two served ones
+    verify_legacy_cube(outcomes[0].download.dest, "griz", 32)
+
+
+class _ForwardingProxy(BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy: relays ``GET http://host/path`` to the host; counts what it relays."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.relayed.append(self.path)
+        parts = urlsplit(self.path)
+        conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        reply = conn.getresponse()
+        body = reply.read()
+        self.send_response(reply.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def proxy():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingProxy)
+    server.relayed = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_environments_proxy_is_used_unless_no_proxy_says_otherwise(tmp_path, legacy_server, proxy,
+                                                                       monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    outcomes = run_downloads(_downloads(tmp_path, legacy_server, 3), workers=2, client=HttpClient(FAST))
+    assert [o.status for o in outcomes] == ["fetched"] * 3
+    assert len(proxy.relayed) == 3 and all(p.startswith(legacy_server.viewer) for p in proxy.relayed)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    again = run_downloads(_downloads(tmp_path, legacy_server, 3), client=HttpClient(FAST))
+    assert [o.status for o in again] == ["fetched"] * 3
+    assert len(proxy.relayed) == 3 and sum(legacy_server.requests.values()) == 6
