@@ -42,8 +42,10 @@ def _opt(*decls: str, name: str, help: str, **kwargs) -> click.decorators.FC:
 @_opt("--pixscale", name="pixscale", type=float, help="Legacy Survey pixel scale, arcsec/pixel.")
 @_opt("--database", name="database", help="DESaccess database (desdr public, dessci collaboration).")
 @_opt("--poll-interval", name="poll_interval", type=float, help="First wait between job polls, s.")
-@_opt("--max-per-job", name="max_per_job", type=int, help="DESaccess rows per job (server limit).")
-@_opt("--max-jobs", name="max_jobs", type=int, help="DESaccess unfinished jobs at once (server limit).")
+@_opt("--max-per-job", name="max_per_job", type=int,
+      help="DESaccess rows per job (lowered to the server's own limit).")
+@_opt("--max-jobs", name="max_jobs", type=int,
+      help="DESaccess unfinished jobs at once (lowered to the server's own limit).")
 @_opt("--retries", name="retries", type=int, help="Attempts per request.")
 @_opt("--timeout", name="timeout", type=float, help="Socket timeout per request, s.")
 @_opt("--backoff", name="backoff", type=float, help="First retry wait bound, s (doubles, jittered).")
