@@ -1,6 +1,6 @@
 """Benchmark ``galmoco fetch``: 16 concurrent workers vs a sequential client against a slow server.
 
-A local Legacy-Survey-like server (``tests/fetch/servers.py``) adds 100 ms to every request, like a
+A local Legacy-Survey-like server (``galmoco.fetch.standin``) adds 100 ms to every request, like a
 distant service. Both clients fetch the same four-band 64x64 cubes through ``fetch_cutouts``; the
 sequential one uses ``workers=1`` (one request at a time, as the official example notebook does).
 Acceptance: the concurrent fetch is at least 8x faster.
@@ -20,12 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "fetch"))
-
-from servers import LegacySurveyServer, running  # noqa: E402
-
-from galmoco.fetch import fetch_cutouts  # noqa: E402
+from galmoco.fetch import fetch_cutouts
+from galmoco.fetch.standin import LegacySurveyServer, running
 
 
 def timed_fetch(manifest: Path, out: Path, url: str, workers: int) -> float:

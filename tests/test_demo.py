@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from galmoco.demo import DEMO_RUNS, headline_table
 from galmoco.embed import read_embeddings
 from galmoco.fetch.manifest import read_manifest
-from tests.fetch.servers import DesAccessServer, running
+from galmoco.fetch.standin import DesAccessServer, running
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -106,7 +106,8 @@ def test_own_data_notebook_fetches_packs_and_embeds(demo_run, tmp_path):
         book = _execute("your_own_des_data.ipynb", tmp_path, {
             "GALMOCO_MANIFEST": str(manifest), "GALMOCO_CHECKPOINT": str(out / "moco-ae"),
             "GALMOCO_WORK": str(tmp_path / "work"), "DESACCESS_USER": "astro", "DESACCESS_PASSWORD": "s3cret",
-            "GALMOCO_DESACCESS_API": f"{server.url}/desaccess/api", "GALMOCO_DESACCESS_FILES": server.files})
+            "GALMOCO_DESACCESS_API": f"{server.url}/desaccess/api", "GALMOCO_DESACCESS_FILES": server.files,
+            "GALMOCO_ALLOW_INSECURE": "1"})
     emb = read_embeddings(tmp_path / "work" / "embeddings.parquet")
     assert sorted(emb["id"]) == sorted(read_manifest(manifest)["id"])
     text = "\n".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))

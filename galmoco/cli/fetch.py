@@ -42,16 +42,21 @@ def _opt(*decls: str, name: str, help: str, **kwargs) -> click.decorators.FC:
 @_opt("--pixscale", name="pixscale", type=float, help="Legacy Survey pixel scale, arcsec/pixel.")
 @_opt("--database", name="database", help="DESaccess database (desdr public, dessci collaboration).")
 @_opt("--poll-interval", name="poll_interval", type=float, help="First wait between job polls, s.")
-@_opt("--max-per-job", name="max_per_job", type=int, help="DESaccess rows per job (server limit).")
-@_opt("--max-jobs", name="max_jobs", type=int, help="DESaccess unfinished jobs at once (server limit).")
+@_opt("--max-per-job", name="max_per_job", type=int,
+      help="DESaccess rows per job (lowered to the server's own limit).")
+@_opt("--max-jobs", name="max_jobs", type=int,
+      help="DESaccess unfinished jobs at once (lowered to the server's own limit).")
 @_opt("--retries", name="retries", type=int, help="Attempts per request.")
 @_opt("--timeout", name="timeout", type=float, help="Socket timeout per request, s.")
 @_opt("--backoff", name="backoff", type=float, help="First retry wait bound, s (doubles, jittered).")
+@_opt("--allow-insecure", name="allow_insecure", is_flag=True, envvar="GALMOCO_ALLOW_INSECURE",
+      show_envvar=True, help="Send DESaccess credentials over plain http:// (a local test server only).")
 def fetch(manifest: str, out: str, size: int, arcmin: float | None, **options) -> None:
     """Download cutouts for every position (ra,dec[,id]) or COADD_OBJECT_ID in MANIFEST.
 
     DESaccess needs DESACCESS_USER and DESACCESS_PASSWORD (or ~/.netrc); files are written in the
     job's own layout, ready for `galmoco pack OUT`. A summary table fetch_summary.csv goes to OUT.
+    Proxies are taken from HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
     Exit status 1 when some objects failed (see the summary).
     """
     source = click.get_current_context().get_parameter_source("size")

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from astropy.table import Table
 
 from galmoco.errors import GalmocoError
-from galmoco.fetch import desaccess, legacysurvey
+from galmoco.fetch import desaccess, jobs, legacysurvey
 from galmoco.fetch.credentials import get_credentials
 from galmoco.fetch.engine import (
     SUMMARY_NAME,
@@ -33,11 +35,13 @@ from galmoco.fetch.manifest import read_manifest
 from galmoco.surveys import DES_PIXEL_SCALE, parse_bands
 
 __all__ = ["fetch_cutouts", "FetchResult", "arcmin_to_pixels", "pixels_to_arcmin", "DES_PIXEL_SCALE",
-           "SERVICES", "default_url"]
+           "SERVICES", "default_url", "INSECURE_ENV"]
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("desaccess", "legacysurvey")
+#: set to 1 to allow what ``--allow-insecure`` allows (e.g. a notebook pointed at the local stand-in)
+INSECURE_ENV = "GALMOCO_ALLOW_INSECURE"
 _ENV = {"api_url": ("GALMOCO_DESACCESS_API", desaccess.DEFAULT_API),
         "files_url": ("GALMOCO_DESACCESS_FILES", desaccess.DEFAULT_FILES),
         "url": ("GALMOCO_LEGACYSURVEY_URL", legacysurvey.DEFAULT_URL)}
@@ -125,8 +129,8 @@ def _des_rows(table: Table, out: Path, state: dict, grouped: dict[str, list[Outc
     rows = _base_rows(table)
     for job in state["jobs"]:
         unmatched: set[str] = set()
-        summary_path = out / str(job["jobid"]) / "summary.json"
-        if job["jobid"] and summary_path.is_file():
+        summary_path = out / desaccess.check_jobid(job["jobid"]) / "summary.json" if job["jobid"] else None
+        if summary_path is not None and summary_path.is_file():
             unmatched = desaccess.unmatched_keys(json.loads(summary_path.read_text()))
         for row in rows[job["first"]:job["stop"]]:
             key = keys[row["index"]]
@@ -148,13 +152,55 @@ def _duplicate_rows(table: Table) -> list[dict]:
             for r, first in table.meta.get("duplicates", [])]
 
 
+def _make_output(out: Path) -> Path | None:
+    """Create ``out`` and prove it writable before the first request (a job submitted into a folder
+    that cannot hold its id would be lost, yet count against the account's job limit).
+
+    Returns:
+        The topmost folder this call created (to remove again if nothing is written), or None.
+
+    Raises:
+        GalmocoError: ``out`` cannot be created or written.
+    """
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        _remove_empty(out, missing[-1] if missing else None)
+        raise GalmocoError(f"-o {out}: the output folder is not writable ({exc.strerror or exc})") from None
+    return missing[-1] if missing else None
+
+
+def _remove_empty(out: Path, created: Path | None) -> None:
+    """Remove ``out`` and its parents up to ``created`` while empty (a failed login leaves no folder)."""
+    if created is None:
+        return
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
+
+
+def _check_secure(api: str, allow_insecure: bool) -> None:
+    """Refuse to send DES credentials over plain http:// unless asked to (a local test server)."""
+    if urlsplit(api).scheme != "https" and not (allow_insecure or os.environ.get(INSECURE_ENV) == "1"):
+        raise GalmocoError(f"--api-url {api}: refusing to send DES credentials over unencrypted "
+                           f"{urlsplit(api).scheme or 'plain'}://; use https://, or pass --allow-insecure "
+                           "(only for a local test server)")
+
+
 def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = "desaccess",
                   release: str = "dr2", bands: str = "griz", size: int = 64, arcmin: float | None = None,
                   workers: int = 8, resume: bool = False, api_url: str | None = None,
                   files_url: str | None = None, url: str | None = None, layer: str = "ls-dr10",
                   pixscale: float = 0.262, database: str = "desdr", poll_interval: float = 3.0,
                   max_per_job: int = 5000, max_jobs: int = 10, retries: int = 5,
-                  timeout: float = 30.0, backoff: float = 1.0) -> FetchResult:
+                  timeout: float = 30.0, backoff: float = 1.0, allow_insecure: bool = False) -> FetchResult:
     """Download cutouts for every object of a manifest.
 
     Args:
@@ -180,12 +226,16 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
         retries: attempts per request.
         timeout: socket timeout per request, seconds.
         backoff: first retry waits up to this many seconds (doubling, with full jitter, capped at 60).
+        allow_insecure: send DESaccess credentials to an ``http://`` API (only for a local test
+            server such as :mod:`galmoco.fetch.standin`); also ``GALMOCO_ALLOW_INSECURE=1``.
+            Proxies come from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
 
     Returns:
         A :class:`FetchResult`; ``fetch_summary.csv`` is written even when interrupted.
 
     Raises:
-        GalmocoError: bad manifest or option, refused login, a service error that stops the run.
+        GalmocoError: bad manifest or option, credentials over http://, an output folder that is not
+            writable, refused login, a service error that stops the run.
     """
     if service not in SERVICES:
         raise GalmocoError(f"--service {service!r}: choose one of {', '.join(SERVICES)}")
@@ -198,7 +248,7 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
     table = manifest if isinstance(manifest, Table) else read_manifest(manifest, service == "desaccess")
     out = Path(out)
     policy = RetryPolicy(attempts=retries, backoff=backoff, timeout=timeout)
-    http = HttpClient(timeout)
+    http = HttpClient(policy, maxsize=workers)
     if service == "desaccess":
         width = arcmin if arcmin is not None else pixels_to_arcmin(size)
         if not 0.1 <= width <= 12.0:
@@ -206,28 +256,33 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
                                f"not {width:.4f}")
         options = desaccess.DesJobOptions(release, bands, width, database)
         api = default_url("api_url", api_url)
+        _check_secure(api, allow_insecure)
         client = desaccess.DesAccessClient(api, default_url("files_url", files_url), get_credentials(api),
-                                           http, policy, database)
-        out.mkdir(parents=True, exist_ok=True)
+                                           http, database)
+        created = _make_output(out)
         grouped: dict[str, list[Outcome]] = {}
         try:
-            desaccess.run_jobs(client, table, out, options, size, workers, policy, resume, poll_interval,
-                               max_per_job, max_jobs, grouped)
-        finally:
-            state_path = out / desaccess.STATE_NAME
-            if state_path.is_file():
-                rows = _des_rows(table, out, json.loads(state_path.read_text()), grouped, bands)
-                write_summary(rows + _duplicate_rows(table), out)
+            try:
+                jobs.run_jobs(client, table, out, options, size, workers, resume, poll_interval, max_per_job,
+                              max_jobs, grouped)
+            finally:
+                state_path = out / jobs.STATE_NAME
+                if state_path.is_file():
+                    rows = _des_rows(table, out, json.loads(state_path.read_text()), grouped, bands)
+                    write_summary(rows + _duplicate_rows(table), out)
+        except BaseException:
+            _remove_empty(out, created)  # e.g. a refused login: nothing was written
+            raise
         outcomes = [o for group in grouped.values() for o in group]
     else:
         if "ra" not in table.colnames:
             raise GalmocoError("the Legacy Survey viewer needs ra,dec positions, not COADD_OBJECT_IDs")
         downloads = legacysurvey.cube_downloads(table, out, default_url("url", url), layer, bands, size,
                                                 pixscale)
-        out.mkdir(parents=True, exist_ok=True)
+        _make_output(out)
         outcomes = []
         try:
-            outcomes = run_downloads(downloads, workers, policy, resume, http, desc="cutouts")
+            outcomes = run_downloads(downloads, workers, resume, http, desc="cutouts")
         except FetchInterrupted as exc:
             outcomes = exc.outcomes
             raise

@@ -8,10 +8,9 @@ Files land in the job's own layout ``<out>/<jobid>/<TILE>/<POSDIR>/<BASENAME>_<b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,35 +21,54 @@ from astropy.table import Table
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch.credentials import Credentials
-from galmoco.fetch.engine import (
-    Download,
-    FetchInterrupted,
-    HttpClient,
-    Outcome,
-    Response,
-    RetryPolicy,
-    TransientError,
-    atomic_write_bytes,
-    run_downloads,
-)
+from galmoco.fetch.engine import Download, HttpClient, Outcome, Response, TransientError, run_downloads
 from galmoco.fetch.manifest import des_basename
 from galmoco.fetch.verify import verify_des_band, verify_json
 from galmoco.surveys import DES_PIXEL_SCALE
 
 __all__ = ["DesAccessClient", "DesAccessError", "DesJobOptions", "job_downloads", "fetch_job_files",
-           "row_keys", "positions_csv", "unmatched_keys", "outcomes_by_key", "load_state", "run_jobs",
-           "DEFAULT_API", "DEFAULT_FILES", "CONCURRENT_LIMIT_TEXT", "STATE_NAME"]
+           "row_keys", "positions_csv", "unmatched_keys", "outcomes_by_key", "check_jobid", "check_name",
+           "DEFAULT_API", "DEFAULT_FILES"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API = "https://des.ncsa.illinois.edu/desaccess/api"
 DEFAULT_FILES = "https://des.ncsa.illinois.edu/files-desaccess"
-#: the start of the server's reply when too many jobs are unfinished
-CONCURRENT_LIMIT_TEXT = "Number of requested jobs"
+_JOBID = re.compile(r"[0-9a-f]{32}")
 
 
 class DesAccessError(GalmocoError):
     """DESaccess refused a request; the message is the server's (credentials scrubbed)."""
+
+
+def check_jobid(jobid: object) -> str:
+    """A server-supplied job id, checked before it names a folder: exactly 32 lowercase hex characters.
+
+    Raises:
+        DesAccessError: anything else (``"../escaped"``, an absolute path, an empty id).
+    """
+    text = str(jobid)
+    if not _JOBID.fullmatch(text):
+        raise DesAccessError(f"DESaccess sent job id {text[:80]!r}, not 32 hex characters; refusing to "
+                             "use it as a folder name")
+    return text
+
+
+def check_name(name: object, where: str) -> str:
+    """A server-supplied file or folder name, checked before it touches the file system.
+
+    Args:
+        name: one entry of a listing (a single path component).
+        where: what listed it, for the message.
+
+    Raises:
+        DesAccessError: empty, ``.``/``..``, or holding a path separator or NUL (so also absolute).
+    """
+    text = str(name)
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        raise DesAccessError(f"{where}: unsafe name {text[:80]!r} (empty, '..', or a path separator); "
+                             "refusing to write it")
+    return text
 
 
 @dataclass(frozen=True)
@@ -77,18 +95,16 @@ class DesAccessClient:
         api_url: API base, e.g. ``https://des.ncsa.illinois.edu/desaccess/api``.
         files_url: file server base, e.g. ``https://des.ncsa.illinois.edu/files-desaccess``.
         credentials: the DES account.
-        http: shared HTTP client.
-        policy: retries for network failures and 5xx replies.
+        http: shared HTTP client (its policy retries network failures, 429 and 5xx).
         database: ``desdr`` (public) or ``dessci`` (collaboration).
     """
 
     def __init__(self, api_url: str, files_url: str, credentials: Credentials, http: HttpClient,
-                 policy: RetryPolicy, database: str = "desdr") -> None:
+                 database: str = "desdr") -> None:
         self.api_url = api_url.rstrip("/")
         self.files_url = files_url.rstrip("/")
         self._credentials = credentials
         self.http = http
-        self.policy = policy
         self.database = database
         self._token: str | None = None
         self.username = credentials.username
@@ -96,25 +112,17 @@ class DesAccessClient:
     def _scrub(self, text: str) -> str:
         return text.replace(self._credentials.password, "***") if self._credentials.password else text
 
-    def _send(self, method: str, path: str, fields: dict[str, str], token: str | None) -> Response:
-        """One API request, form-encoded like the official examples, retried on network errors/5xx."""
+    def _send(self, method: str, path: str, fields: dict[str, str], token: str | None,
+              resend: bool = True) -> Response:
+        """One API request, form-encoded like the official examples; the HTTP client retries it."""
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        body = urlencode(fields).encode()
-        reason = ""
-        for attempt in range(self.policy.attempts):
-            try:
-                reply = self.http.request(method, f"{self.api_url}{path}", body=body, headers=headers)
-            except TransientError as exc:
-                reason = str(exc)
-            else:
-                if reply.status < 500 or b"Invalid header string" in reply.body:
-                    return reply
-                reason = f"HTTP {reply.status}"
-            if attempt + 1 < self.policy.attempts:
-                time.sleep(self.policy.delay(attempt))
-        raise DesAccessError(f"DESaccess {path}: no answer ({reason} after {self.policy.attempts} attempts)")
+        try:
+            return self.http.request(method, f"{self.api_url}{path}", body=urlencode(fields).encode(),
+                                     headers=headers, resend=resend)
+        except TransientError as exc:
+            raise DesAccessError(f"DESaccess {path}: no answer ({exc})") from None
 
     def _json(self, path: str, reply: Response) -> dict:
         try:
@@ -143,8 +151,15 @@ class DesAccessClient:
         self.username = data.get("username") or self.username
         log.debug("logged in to %s as %s", self.api_url, self.username)
 
-    def call(self, method: str, path: str, fields: dict[str, str]) -> dict:
+    def call(self, method: str, path: str, fields: dict[str, str], resend: bool = True) -> dict:
         """An authenticated API call; rotates the token and logs in again once when it has expired.
+
+        Args:
+            method: HTTP method.
+            path: API path, e.g. ``/job/status``.
+            fields: form fields.
+            resend: retry after the request may have arrived (off for job submission, which must
+                not run twice).
 
         Returns:
             The reply's JSON body (``status`` is ``ok``).
@@ -155,7 +170,7 @@ class DesAccessClient:
         if self._token is None:
             self.login()
         for retried in (False, True):
-            reply = self._send(method, path, fields, self._token)
+            reply = self._send(method, path, fields, self._token, resend)
             data = self._json(path, reply)
             if data.get("new_token"):
                 self._token = data["new_token"]
@@ -180,13 +195,17 @@ class DesAccessClient:
 
         Returns:
             The job id (32 hex characters).
+
+        Raises:
+            DesAccessError: the server refused (its message, e.g. a limit), or sent an id that is not
+                32 hex characters (it would name a folder).
         """
         size = f"{options.arcmin:.6f}"
         fields = {"db": options.database, "release": options.release.upper(), "positions": positions,
                   "xsize": size, "ysize": size, "colors_fits": options.bands, "make_fits": "true",
                   "make_rgb_stiff": "false", "make_rgb_lupton": "false", "discard_fits_files": "false",
                   "job_name": job_name}
-        return str(self.call("PUT", "/job/cutout", fields)["jobid"])
+        return check_jobid(self.call("PUT", "/job/cutout", fields, resend=False).get("jobid"))
 
     def status(self, jobid: str) -> dict:
         """The job's status record (``job_status`` is init, started, success, failure or unknown)."""
@@ -202,25 +221,23 @@ class DesAccessClient:
 
     def _list_dir(self, jobid: str, relpath: str) -> list[dict]:
         url = self.job_url(jobid, relpath).rstrip("/") + "/json"
-        reason = ""
-        for attempt in range(self.policy.attempts):
-            try:
-                reply = self.http.request("GET", url)
-                if reply.status == 200:
-                    return json.loads(reply.body)
-                reason = f"HTTP {reply.status}"
-                if reply.status < 500:
-                    break
-            except (TransientError, ValueError) as exc:
-                reason = str(exc)
-            if attempt + 1 < self.policy.attempts:
-                time.sleep(self.policy.delay(attempt))
-        raise DesAccessError(f"cannot list job {jobid} folder {relpath or '.'!r}: {reason}")
+        try:
+            reply = self.http.request("GET", url)
+            entries = json.loads(reply.body) if reply.status == 200 else None
+        except (TransientError, ValueError) as exc:
+            raise DesAccessError(f"cannot list job {jobid} folder {relpath or '.'!r}: {exc}") from None
+        if not isinstance(entries, list):
+            raise DesAccessError(f"cannot list job {jobid} folder {relpath or '.'!r}: HTTP {reply.status}"
+                                 + ("" if reply.status != 200 else ", not a JSON listing"))
+        return [e for e in entries if isinstance(e, dict)]
 
     def walk(self, jobid: str, workers: int = 8) -> list[str]:
         """Every file of a finished job, as paths relative to the job folder, from the JSON listings.
 
         Folders of one level are listed in parallel (a 5,000-object job has 5,000 POSDIR folders).
+
+        Raises:
+            DesAccessError: a listing fails, or names an entry that could leave the job folder.
         """
         files: list[str] = []
         level = [""]
@@ -230,9 +247,8 @@ class DesAccessClient:
                 level = []
                 for rel, entries in listings:
                     for entry in entries:
-                        name = str(entry.get("name", ""))
-                        if not name or name in (".", "..") or "/" in name:
-                            continue  # never follow a name that could leave the folder
+                        where = f"listing of job {jobid} folder {rel or '.'!r}"
+                        name = check_name(entry.get("name", ""), where)
                         child = f"{rel}/{name}" if rel else name
                         (level if entry.get("type") == "directory" else files).append(child)
         return sorted(files)
@@ -269,6 +285,7 @@ def job_downloads(client: DesAccessClient, jobid: str, out: Path, bands: str, si
         size: requested side in pixels (edge cutouts may be smaller).
         workers: parallel listing requests.
     """
+    folder = out / check_jobid(jobid)
     downloads = []
     for rel in client.walk(jobid, workers):
         check = _verifier(rel, bands, size)
@@ -276,7 +293,8 @@ def job_downloads(client: DesAccessClient, jobid: str, out: Path, bands: str, si
             continue
         parts = rel.split("/")
         key = parts[1] if len(parts) == 3 else ""  # <TILE>/<POSDIR>/<file>: the object id
-        downloads.append(Download(client.job_url(jobid, rel), out / jobid / rel, check, key))
+        dest = folder.joinpath(*(check_name(p, f"job {jobid} file {rel!r}") for p in parts))
+        downloads.append(Download(client.job_url(jobid, rel), dest, check, key))
     return downloads
 
 
@@ -314,117 +332,7 @@ def outcomes_by_key(outcomes: list[Outcome]) -> dict[str, list[Outcome]]:
 
 
 def fetch_job_files(client: DesAccessClient, jobid: str, out: Path, bands: str, size: int, workers: int,
-                    policy: RetryPolicy, resume: bool) -> list[Outcome]:
+                    resume: bool) -> list[Outcome]:
     """List and download one finished job (see :func:`job_downloads`) with the shared engine."""
     downloads = job_downloads(client, jobid, out, bands, size, workers)
-    return run_downloads(downloads, workers, policy, resume, client.http, desc=f"job {jobid[:8]}")
-
-
-STATE_NAME = "fetch_state.json"
-
-
-def _save_state(out: Path, state: dict) -> None:
-    # written atomically after every change, so a SIGKILL never loses a submitted job id
-    atomic_write_bytes(out / STATE_NAME, json.dumps(state, indent=1).encode())
-
-
-def load_state(out: Path, params: dict, chunks: list[tuple[int, int]], resume: bool) -> dict:
-    """The job list of this output folder: the saved one on ``resume``, a fresh one otherwise.
-
-    Raises:
-        GalmocoError: the folder holds a fetch with other options, or one exists and ``resume`` is off.
-    """
-    path = out / STATE_NAME
-    if path.is_file():
-        if not resume:
-            raise GalmocoError(f"{out} holds an earlier DESaccess fetch ({STATE_NAME}): pass --resume "
-                               "to continue it, or choose another output folder")
-        state = json.loads(path.read_text())
-        if state.get("params") != params:
-            raise GalmocoError(f"{path}: the earlier fetch used other options or another manifest "
-                               f"({state.get('params')}); use another output folder")
-        for job in state["jobs"]:  # finished jobs are listed again; verified files are skipped
-            if job["status"] in ("downloaded", "incomplete"):
-                job["status"] = "success"
-        return state
-    jobs = [{"first": a, "stop": b, "jobid": None, "status": "pending", "message": ""} for a, b in chunks]
-    return {"params": params, "jobs": jobs}
-
-
-def run_jobs(client: DesAccessClient, table: Table, out: Path, options: DesJobOptions, size: int,
-             workers: int, policy: RetryPolicy, resume: bool, poll_interval: float, max_per_job: int,
-             max_jobs: int, grouped: dict[str, list[Outcome]]) -> dict:
-    """Submit the manifest as jobs, poll them with backoff, download each as it finishes.
-
-    At most ``max_jobs`` jobs are unfinished at any time and each holds at most ``max_per_job`` rows.
-
-    Args:
-        client: the DESaccess session.
-        table: deduplicated manifest (from :func:`galmoco.fetch.manifest.read_manifest`).
-        out: output folder.
-        options: what each job asks for.
-        size: requested side in pixels (for the integrity check).
-        workers: parallel downloads.
-        policy: retry policy.
-        resume: continue the fetch saved in ``out/fetch_state.json``.
-        poll_interval: first wait between status polls, seconds (grows 1.5x to 10x this while
-            nothing changes).
-        max_per_job: rows per job (the server's per-job limit).
-        max_jobs: unfinished jobs at once (the server's concurrent-job limit).
-        grouped: filled with the file outcomes by POSDIR as jobs are downloaded (also when
-            interrupted).
-
-    Returns:
-        The state: each job's row slice ``first:stop``, id, status and message.
-    """
-    chunks = [(a, min(a + max_per_job, len(table))) for a in range(0, len(table), max_per_job)]
-    params = {"service": "desaccess", "api": client.api_url, "release": options.release,
-              "bands": options.bands, "arcmin": round(options.arcmin, 6), "max_per_job": max_per_job,
-              "positions": hashlib.sha256(positions_csv(table).encode()).hexdigest()}
-    state = load_state(out, params, chunks, resume)
-    jobs = state["jobs"]
-    delay = poll_interval
-    while any(j["status"] in ("pending", "submitted", "success") for j in jobs):
-        changed = False
-        for job in (j for j in jobs if j["status"] == "pending"):
-            if sum(j["status"] == "submitted" for j in jobs) >= max_jobs:
-                break
-            try:
-                job["jobid"] = client.submit(positions_csv(table[job["first"]:job["stop"]]), options,
-                                             f"galmoco-{params['positions'][:8]}-{job['first']}")
-            except DesAccessError as exc:
-                if CONCURRENT_LIMIT_TEXT not in str(exc):
-                    raise
-                log.info("DESaccess has other unfinished jobs of this account; waiting")
-                break
-            job["status"], changed = "submitted", True
-            _save_state(out, state)
-            log.info("submitted job %s (rows %d-%d)", job["jobid"], job["first"] + 1, job["stop"])
-        for job in (j for j in jobs if j["status"] == "submitted"):
-            record = client.status(job["jobid"])
-            if record.get("job_status") in ("success", "failure"):
-                job["status"], changed = record["job_status"], True
-                job["message"] = str(record.get("job_status_message", ""))
-                _save_state(out, state)
-                if job["status"] == "failure":
-                    log.error("DESaccess job %s failed: %s", job["jobid"], job["message"])
-        for job in (j for j in jobs if j["status"] == "success"):
-            try:
-                outcomes = fetch_job_files(client, job["jobid"], out, options.bands, size, workers, policy,
-                                           resume)
-            except FetchInterrupted as exc:
-                grouped.update(outcomes_by_key(exc.outcomes))
-                raise
-            grouped.update(outcomes_by_key(outcomes))
-            if all(o.status in ("fetched", "skipped") for o in outcomes):
-                job["status"] = "downloaded"
-                _save_state(out, state)
-            else:
-                job["status"] = "incomplete"  # some files failed; a --resume run tries them again
-            changed = True
-        if not changed:  # jobs still running, or the account's job limit is full: wait
-            time.sleep(delay)
-            delay = min(delay * 1.5, 10 * poll_interval)
-        else:
-            delay = poll_interval
-    return state
+    return run_downloads(downloads, workers, resume, client.http, desc=f"job {jobid[:8]}")

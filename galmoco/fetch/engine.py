@@ -1,37 +1,41 @@
 """The one download engine both services use: bounded concurrency, retries, integrity checks, atomic files.
 
-HTTP goes through the standard library's ``http.client`` with one kept-alive connection per worker
-thread and host: it needs no extra dependency, and retries/timeouts are implemented here anyway
-(exponential backoff with "full jitter", Brooker 2015, "Exponential Backoff And Jitter", AWS
-Architecture Blog), so a higher-level client would add nothing but a package.
+HTTP goes through urllib3 (connection pools shared by the worker threads). Its ``Retry`` retries
+dropped connections, timeouts, HTTP 429 and 5xx, honours ``Retry-After`` and follows redirects
+(dropping ``Authorization`` when the host changes); between tries it waits an exponential backoff
+with "full jitter" (Brooker 2015, "Exponential Backoff And Jitter", AWS Architecture Blog).
+Proxies come from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (either case), as for curl and pip:
+HPC compute nodes often reach the internet only through one.
 """
 
 from __future__ import annotations
 
 import csv
-import http.client
 import io
 import logging
-import os
 import random
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
+import urllib3
 from tqdm import tqdm
+from urllib3.util.retry import Retry
 
 from galmoco import __version__
 from galmoco.errors import GalmocoError
 from galmoco.fetch.verify import VerifyError
+from galmoco.files import atomic_output, atomic_write_text
 
 __all__ = [
-    "RetryPolicy", "Response", "TransientError", "FatalServiceError", "FetchInterrupted", "HttpClient",
-    "Download",
-    "Outcome", "run_downloads", "atomic_write_bytes", "write_summary", "SUMMARY_NAME", "SUMMARY_COLUMNS",
+    "RetryPolicy", "JitteredRetry", "Response", "TransientError", "FatalServiceError", "FetchInterrupted",
+    "HttpClient", "Download", "Outcome", "run_downloads", "write_verified", "write_summary", "SUMMARY_NAME",
+    "SUMMARY_COLUMNS", "RETRY_STATUSES",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,21 @@ log = logging.getLogger(__name__)
 #: the per-object report written next to the data
 SUMMARY_NAME = "fetch_summary.csv"
 SUMMARY_COLUMNS = ("row", "id", "ra", "dec", "coadd_object_id", "status", "n_files", "reason")
+#: replies worth another try: rate limited (429) and server trouble (5xx)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class JitteredRetry(Retry):
+    """urllib3's ``Retry`` with "full jitter": the n-th consecutive retry waits a uniform random time
+    in [0, min(backoff_max, backoff_factor * 2**n)] (n from 0), so many clients do not retry in step.
+    ``Retry-After`` from the server takes precedence (urllib3 sleeps what it asks)."""
+
+    def get_backoff_time(self) -> float:
+        """Seconds before the next retry (0 before the first error)."""
+        errors = len(list(takewhile(lambda h: h.redirect_location is None, reversed(self.history))))
+        if errors == 0:
+            return 0.0
+        return random.uniform(0.0, min(self.backoff_max, self.backoff_factor * 2.0 ** (errors - 1)))
 
 
 @dataclass(frozen=True)
@@ -61,18 +80,37 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (0-based): full jitter over the exponential cap."""
         return random.uniform(0.0, min(self.max_backoff, self.backoff * 2.0**retry))
 
+    def retry(self, attempts: int | None = None, resend: bool = True) -> JitteredRetry:
+        """The urllib3 retry configuration for one request.
+
+        Args:
+            attempts: tries left for this request (default :attr:`attempts`).
+            resend: retry after the request may have reached the server (read errors, 5xx). Off for
+                requests that must not run twice (submitting a job); connection failures are
+                always retried, as nothing was sent.
+
+        Returns:
+            A :class:`JitteredRetry` that returns the last reply instead of raising on a bad status.
+        """
+        left = max(0, (self.attempts if attempts is None else attempts) - 1)
+        return JitteredRetry(total=left, connect=left, read=left if resend else 0, redirect=5,
+                             status=left if resend else 0, other=0, allowed_methods=None,
+                             status_forcelist=RETRY_STATUSES, backoff_factor=self.backoff,
+                             backoff_max=self.max_backoff, raise_on_status=False, raise_on_redirect=False)
+
 
 @dataclass(frozen=True)
 class Response:
-    """A complete HTTP reply: status, lowercase header names, the whole body."""
+    """A complete HTTP reply: status, lowercase header names, the whole body, and the tries it took."""
 
     status: int
     headers: dict[str, str]
     body: bytes
+    attempts: int = 1
 
 
 class TransientError(Exception):
-    """A network failure worth retrying: timeout, reset, dropped connection, truncated body."""
+    """A network failure that outlasted the retries: timeout, refused/reset connection, truncated body."""
 
 
 class FetchInterrupted(KeyboardInterrupt):
@@ -88,93 +126,78 @@ class FatalServiceError(GalmocoError):
 
 
 class HttpClient:
-    """Thread-safe HTTP(S) client: each thread keeps one persistent connection per host.
+    """Thread-safe HTTP(S) client over urllib3 pools, through the environment's proxy where one is set.
 
     Args:
-        timeout: socket timeout in seconds (connect and each read).
+        policy: retries, backoff and timeout of every request.
+        maxsize: connections kept per host (at least the number of worker threads).
     """
 
-    def __init__(self, timeout: float = 30.0) -> None:
-        self.timeout = timeout
-        self._local = threading.local()
+    def __init__(self, policy: RetryPolicy | None = None, maxsize: int = 16) -> None:
+        self.policy = policy or RetryPolicy()
+        self._options = {"maxsize": maxsize, "timeout": urllib3.Timeout(self.policy.timeout),
+                         "headers": {"User-Agent": f"galmoco/{__version__}"}}
+        self._direct = urllib3.PoolManager(**self._options)
+        self._proxies = getproxies_environment()  # read once: {"https": url, "http": url, "no": hosts}
+        self._via: dict[str, urllib3.ProxyManager] = {}
+        self._lock = threading.Lock()
 
-    def _connections(self) -> dict[tuple[str, str], http.client.HTTPConnection]:
-        if not hasattr(self._local, "conns"):
-            self._local.conns = {}
-        return self._local.conns
+    def manager(self, url: str) -> urllib3.PoolManager:
+        """The pool manager for ``url``: direct, or the proxy that ``HTTP(S)_PROXY``/``NO_PROXY`` choose."""
+        parts = urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        if not proxy or proxy_bypass_environment(parts.netloc, self._proxies):
+            return self._direct
+        with self._lock:
+            if proxy not in self._via:
+                self._via[proxy] = urllib3.ProxyManager(proxy, **self._options)
+            return self._via[proxy]
 
-    def _drop(self, key: tuple[str, str]) -> None:
-        conn = self._connections().pop(key, None)
-        if conn is not None:
-            conn.close()
-
-    def request(self, method: str, url: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Response:
-        """Send one request and read the whole reply.
+    def request(self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+                attempts: int | None = None, resend: bool = True) -> Response:
+        """Send one request (retried per the policy) and read the whole reply.
 
         Args:
             method: ``GET``, ``POST``, ``PUT``...
             url: absolute ``http://`` or ``https://`` URL, already quoted.
             body: request body.
             headers: extra headers.
+            attempts: tries for this request (default: the policy's).
+            resend: see :meth:`RetryPolicy.retry`.
 
         Returns:
-            The reply, whatever its status.
+            The last reply, whatever its status (a 429/5xx once the tries are used up).
 
         Raises:
-            TransientError: timeout, refused/reset/dropped connection, or a body shorter than its
-                Content-Length. The message never contains the request body.
+            TransientError: the network failed on every try. The message never contains the body.
         """
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        sent = {"User-Agent": f"galmoco/{__version__}", **(headers or {})}
-        for fresh in (False, True):
-            conns = self._connections()
-            reused = key in conns and not fresh
-            if not reused:
-                self._drop(key)
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conns[key] = cls(parts.netloc, timeout=self.timeout)
-            conn = conns[key]
-            try:
-                conn.request(method, target, body=body, headers=sent)
-                reply = conn.getresponse()
-                data = reply.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop(key)
-                if reused:  # the server closed an idle kept-alive connection: not a failure, resend once
-                    continue
-                raise TransientError(f"{type(exc).__name__}: {exc}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(key)
-                raise TransientError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
-            if reply.will_close:
-                self._drop(key)
-            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
-        raise AssertionError("unreachable")  # pragma: no cover
+        retries = self.policy.retry(attempts, resend)
+        try:
+            reply = self.manager(url).request(method, url, body=body, headers=headers, retries=retries,
+                                              preload_content=True)
+        except urllib3.exceptions.MaxRetryError as exc:
+            tries = attempts or self.policy.attempts
+            reason = f"{type(exc.reason).__name__}: {exc.reason}"
+            raise TransientError(f"{reason} after {tries} attempts") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        used = reply.retries.history if reply.retries is not None else ()
+        tries = 1 + sum(h.redirect_location is None for h in used)
+        return Response(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.data, tries)
 
 
-def atomic_write_bytes(path: Path, data: bytes, check: Callable[[Path], object] | None = None) -> None:
-    """Write ``data`` to a temporary name in the same folder, check it, then rename it into place.
-
-    A killed process leaves at most a ``.part`` file, never a partial ``path``. No fsync: the
-    guarantee is against process death, and fsync per cutout would dominate the run time.
+def write_verified(path: Path, data: bytes, verify: Callable[[Path], object] | None = None) -> None:
+    """Write ``data`` atomically (:func:`galmoco.files.atomic_output`), checked before it takes its name.
 
     Args:
         path: final file name.
         data: the bytes.
-        check: called on the temporary file; raising drops the file.
+        verify: called on the temporary file; raising leaves neither it nor ``path`` behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_bytes(data)
-        if check is not None:
-            check(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if verify is not None:
+            verify(tmp)
 
 
 @dataclass(frozen=True)
@@ -222,51 +245,48 @@ def _present(download: Download) -> bool:
     return True
 
 
-def _fetch_one(client: HttpClient, download: Download, policy: RetryPolicy, resume: bool,
-               stop: threading.Event) -> Outcome:
+def _fetch_one(client: HttpClient, download: Download, resume: bool, stop: threading.Event) -> Outcome:
+    """One file: urllib3 retries the transport and 429/5xx; a body that fails its check is fetched again,
+    all within the policy's attempts."""
     if resume and _present(download):
         return Outcome(download, "skipped")
-    reason, server_error = "", False
-    for attempt in range(1, policy.attempts + 1):
+    policy, used, reason = client.policy, 0, ""
+    while used < policy.attempts:
         if stop.is_set():
-            return Outcome(download, "interrupted", "stopped before it completed", attempt - 1)
-        server_error = False
+            return Outcome(download, "interrupted", "stopped before it completed", used)
         try:
-            reply = client.request("GET", download.url)
+            reply = client.request("GET", download.url, attempts=policy.attempts - used)
         except TransientError as exc:
-            reason = str(exc)
-        else:
-            if reply.status == 200:
-                if download.check_body is not None:
-                    download.check_body(reply.body)
-                try:
-                    atomic_write_bytes(download.dest, reply.body, download.verify)
-                    return Outcome(download, "fetched", "", attempt)
-                except VerifyError as exc:
-                    reason = f"invalid file: {exc}"
-            elif reply.status >= 500:
-                reason, server_error = f"HTTP {reply.status}", True
-            else:  # 4xx will not change on a retry
-                text = reply.body[:200].decode("utf-8", "replace").strip()
-                return Outcome(download, "failed", f"HTTP {reply.status}: {text}", attempt)
-        log.debug("%s: attempt %d failed: %s", download.url, attempt, reason)
-        if attempt < policy.attempts:
-            stop.wait(policy.delay(attempt - 1))
-    status = download.on_server_error if server_error else "failed"
-    return Outcome(download, status, f"{reason} after {policy.attempts} attempts", policy.attempts)
+            return Outcome(download, "failed", str(exc), policy.attempts)
+        used += reply.attempts
+        if reply.status in RETRY_STATUSES:
+            status = download.on_server_error if reply.status >= 500 else "failed"
+            return Outcome(download, status, f"HTTP {reply.status} after {used} attempts", used)
+        if reply.status != 200:  # 4xx will not change on a retry
+            text = reply.body[:200].decode("utf-8", "replace").strip()
+            return Outcome(download, "failed", f"HTTP {reply.status}: {text}", used)
+        if download.check_body is not None:
+            download.check_body(reply.body)
+        try:
+            write_verified(download.dest, reply.body, download.verify)
+            return Outcome(download, "fetched", "", used)
+        except VerifyError as exc:
+            reason = f"invalid file: {exc}"
+        log.debug("%s: attempt %d: %s", download.url, used, reason)
+        if used < policy.attempts:
+            stop.wait(policy.delay(used - 1))
+    return Outcome(download, "failed", f"{reason} after {used} attempts", used)
 
 
-def run_downloads(downloads: Iterable[Download], workers: int = 8, policy: RetryPolicy | None = None,
-                  resume: bool = False, client: HttpClient | None = None,
-                  desc: str = "fetch") -> list[Outcome]:
+def run_downloads(downloads: Iterable[Download], workers: int = 8, resume: bool = False,
+                  client: HttpClient | None = None, desc: str = "fetch") -> list[Outcome]:
     """Fetch files concurrently with a bounded thread pool.
 
     Args:
         downloads: the files.
         workers: concurrent requests (>= 1).
-        policy: retry policy (default :class:`RetryPolicy`).
         resume: skip files already present that pass their check.
-        client: HTTP client to share (default: a new one with the policy's timeout).
+        client: HTTP client to share, with its retry policy (default: a new one, default policy).
         desc: progress-bar label.
 
     Returns:
@@ -277,8 +297,7 @@ def run_downloads(downloads: Iterable[Download], workers: int = 8, policy: Retry
         FetchInterrupted: on Ctrl-C, after in-flight requests have ended and their temporary files
             are gone; it carries the outcomes completed so far.
     """
-    policy = policy or RetryPolicy()
-    client = client or HttpClient(policy.timeout)
+    client = client or HttpClient(maxsize=workers)
     items = list(downloads)
     results: list[Outcome | None] = [None] * len(items)
     stop = threading.Event()
@@ -293,7 +312,7 @@ def run_downloads(downloads: Iterable[Download], workers: int = 8, policy: Retry
                 nxt = next(queue, None)
                 if nxt is None:
                     break
-                pending[pool.submit(_fetch_one, client, nxt[1], policy, resume, stop)] = nxt[0]
+                pending[pool.submit(_fetch_one, client, nxt[1], resume, stop)] = nxt[0]
             if not pending:
                 break
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -333,7 +352,4 @@ def write_summary(rows: list[dict], out: Path) -> Path:
     writer.writeheader()
     for row in sorted(rows, key=lambda r: r["row"]):
         writer.writerow(row)
-    path = Path(out) / SUMMARY_NAME
-    atomic_write_bytes(path, buffer.getvalue().encode())
-    return path
-
+    return atomic_write_text(Path(out) / SUMMARY_NAME, buffer.getvalue())

@@ -55,7 +55,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[object]]]:
     """Column names and raw row values of a CSV (read as text) or an ECSV/FITS table."""
     suffix = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: drop a BOM (spreadsheet exports)
             lines = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
         if not lines:
             raise GalmocoError(f"{path}: the manifest is empty (no header, no rows)")
@@ -146,8 +146,9 @@ def read_manifest(path: str | Path, allow_coadd_ids: bool = True) -> Table:
     seen: dict[object, int] = {}
     duplicates: list[tuple[int, int]] = []
     for number, values in enumerate(rows, start=1):
-        if len(values) < len(names):
-            raise GalmocoError(f"{path}: row {number}: {len(values)} values for {len(names)} columns")
+        if len(values) != len(names):
+            raise GalmocoError(f"{path}: row {number}: {len(values)} values for {len(names)} columns "
+                               f"({', '.join(names)})")
         if by_coord:
             ra = _number(path, number, "ra", values[columns["ra"]])
             dec = _number(path, number, "dec", values[columns["dec"]])

@@ -6,12 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from .servers import DesAccessServer, LegacySurveyServer, running
+from galmoco.fetch.standin import DesAccessServer, LegacySurveyServer, running
 
 PASSWORD = "s3cret-Pa55word"
 USER = "alice"
 #: settings that make retries and polls take milliseconds
 FAST = {"poll_interval": 0.01, "retries": 4, "timeout": 1.0, "backoff": 0.01}
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                   "no_proxy", "all_proxy", "GALMOCO_ALLOW_INSECURE")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_caller(monkeypatch):
+    """The local servers are reached directly unless a test sets a proxy itself."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -44,8 +44,8 @@ def test_desaccess_end_to_end_packs_unchanged(tmp_path, des_server):
     manifest = write_manifest(tmp_path / "m.csv", [*POSITIONS[:4], edge, (200.0, 50.0)])
     env = {"GALMOCO_DESACCESS_API": des_server.api, "GALMOCO_DESACCESS_FILES": des_server.files,
            "DESACCESS_USER": USER, "DESACCESS_PASSWORD": PASSWORD}
-    done = _run([str(manifest), "-o", str(tmp_path / "out"), "--poll-interval", "0.01", "--max-per-job", "3"],
-                env=env)
+    done = _run([str(manifest), "-o", str(tmp_path / "out"), "--poll-interval", "0.01", "--max-per-job", "3",
+                 "--allow-insecure"], env=env)
     assert done.returncode == 0, done.stderr
     assert "5 fetched, 1 out_of_footprint" in done.stdout and PASSWORD not in done.stdout + done.stderr
     result = pack.pack_cutouts(tmp_path / "out", tmp_path / "store.h5", bands="griz", size=64, pad=True)

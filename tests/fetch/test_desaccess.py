@@ -19,15 +19,18 @@ from galmoco.errors import GalmocoError
 from galmoco.fetch import fetch_cutouts
 from galmoco.fetch.credentials import Credentials
 from galmoco.fetch.desaccess import DesAccessClient, DesJobOptions
-from galmoco.fetch.engine import HttpClient, RetryPolicy
-from galmoco.fetch.manifest import des_basename
+from galmoco.fetch.engine import HttpClient
+from galmoco.fetch.jobs import run_jobs
+from galmoco.fetch.manifest import des_basename, read_manifest
+from galmoco.fetch.standin import DesAccessServer, running
 from galmoco.fetch.verify import verify_des_band
 
 from .conftest import FAST, PASSWORD, POSITIONS, USER, write_manifest
 
 
 def _fetch(server, manifest, out, **kwargs):
-    return fetch_cutouts(manifest, out, api_url=server.api, files_url=server.files, **{**FAST, **kwargs})
+    return fetch_cutouts(manifest, out, api_url=server.api, files_url=server.files,
+                         **{**FAST, "allow_insecure": True, **kwargs})
 
 
 def _summary(out):
@@ -47,7 +50,7 @@ def test_job_layout_summary_edges_and_unmatched(tmp_path, des_server):
     out = tmp_path / "out"
     (jobdir,) = [p for p in out.iterdir() if p.is_dir()]
     assert (jobdir / "summary.json").is_file() and (jobdir / f"positions_{jobdir.name}.csv").is_file()
-    assert not list(out.rglob("*.log")) and not list(out.rglob("*.part"))
+    assert not list(out.rglob("*.log")) and not list(out.rglob(".*"))  # no temporary file left
     files = _fits(out)
     assert len(files) == 16
     plus = jobdir / "DES0126+0330" / des_basename(*POSITIONS[0])
@@ -77,16 +80,11 @@ def test_limits_are_never_exceeded(tmp_path, des_server):
                     max_per_job=3, max_jobs=2, bands="g")
     assert result.counts == {"fetched": 10}
     assert des_server.rejections == [] and len(des_server.jobs) == 4
-    # a client configured above the server's limit gets the server's own message
-    with pytest.raises(GalmocoError, match=r"Number of requested cutouts \(4\) exceeds the maximum allowed "
-                                           r"per job request \(3\)"):
-        _fetch(des_server, write_manifest(tmp_path / "m.csv", rows), tmp_path / "out2", max_per_job=4)
 
 
 def test_other_unfinished_jobs_make_the_client_wait(tmp_path, des_server):
     des_server.max_jobs, des_server.job_seconds = 1, 0.3
-    other = DesAccessClient(des_server.api, des_server.files, Credentials(USER, PASSWORD), HttpClient(),
-                            RetryPolicy())
+    other = DesAccessClient(des_server.api, des_server.files, Credentials(USER, PASSWORD), HttpClient())
     other.submit("RA,DEC\n10.5,-5.5", DesJobOptions(), "elsewhere")  # still running when the fetch starts
     result = _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:2]), tmp_path / "out",
                     max_per_job=1, bands="g", poll_interval=0.05)
@@ -95,7 +93,8 @@ def test_other_unfinished_jobs_make_the_client_wait(tmp_path, des_server):
 
 
 def test_token_expiry_mid_run_logs_in_again(tmp_path, des_server):
-    des_server.token_lifetime, des_server.job_seconds = 0.05, 0.3
+    # tokens outlive the gap between a login and the next call even on a loaded machine, not a poll backoff
+    des_server.token_lifetime, des_server.job_seconds = 0.2, 1.0
     result = _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:2]), tmp_path / "out",
                     poll_interval=0.1, bands="g")
     assert result.counts == {"fetched": 2} and des_server.logins >= 2
@@ -170,7 +169,7 @@ def test_sigkill_then_resume_fetches_every_file_once(tmp_path, des_server):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "galmoco", "fetch", str(manifest), "-o", str(out), "--max-per-job", "4",
            "--workers", "3", "--poll-interval", "0.01", "--api-url", des_server.api,
-           "--files-url", des_server.files, "--timeout", "60"]
+           "--files-url", des_server.files, "--timeout", "60", "--allow-insecure"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while sum(des_server.served.values()) < 10 and time.monotonic() < deadline:
@@ -193,4 +192,121 @@ def test_sigkill_then_resume_fetches_every_file_once(tmp_path, des_server):
     assert des_server.requests[("PUT", "/desaccess/api/job/cutout")] == 2
     state = json.loads((out / "fetch_state.json").read_text())
     assert [j["status"] for j in state["jobs"]] == ["downloaded", "downloaded"]
-    assert not list(Path(out).rglob("*.part"))
+    assert not list(Path(out).rglob(".*"))
+
+
+class _HostileJobIds(DesAccessServer):
+    """Replies to every job submission with the same chosen job id."""
+
+    def __init__(self, users, jobid):
+        super().__init__(users)
+        self.hostile_jobid = jobid
+
+    def build_job(self, job):
+        job.jobid = self.hostile_jobid
+        return super().build_job(job)
+
+
+class _HostileListing(DesAccessServer):
+    """Adds one entry with a chosen name to the job folder's listing."""
+
+    def __init__(self, users, name):
+        super().__init__(users)
+        self.hostile_name = name
+
+    def listing(self, job, prefix):
+        return [*super().listing(job, prefix), {"name": self.hostile_name, "type": "file", "size": 0}]
+
+
+def _outside(root: Path, out: Path) -> list[Path]:
+    """Files under ``root`` that are not under ``out`` (nor the manifest)."""
+    return [p for p in root.rglob("*") if p.is_file() and out not in p.parents and p.suffix != ".csv"]
+
+
+@pytest.mark.parametrize("jobid", ["../escaped", "/ABSOLUTE", "0" * 31 + "/"])
+def test_hostile_job_id_is_refused_and_nothing_leaves_the_output(tmp_path, monkeypatch, jobid):
+    monkeypatch.setenv("DESACCESS_USER", USER)
+    monkeypatch.setenv("DESACCESS_PASSWORD", PASSWORD)
+    if jobid.startswith("/"):
+        jobid = str(tmp_path / "absolute")
+    out = tmp_path / "a" / "out"
+    with running(_HostileJobIds({USER: PASSWORD}, jobid)) as server:
+        with pytest.raises(GalmocoError, match="not 32 hex characters; refusing"):
+            _fetch(server, write_manifest(tmp_path / "m.csv", POSITIONS[:2]), out, bands="g")
+    assert _outside(tmp_path, out) == [] and not (tmp_path / "a" / "escaped").exists()
+    assert not (tmp_path / "absolute").exists()
+
+
+@pytest.mark.parametrize("name", ["..", "../../escaped_g.fits", "/ABSOLUTE_g.fits", "..\\escaped_g.fits"])
+def test_hostile_listing_name_is_refused_and_nothing_leaves_the_output(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("DESACCESS_USER", USER)
+    monkeypatch.setenv("DESACCESS_PASSWORD", PASSWORD)
+    name = name.replace("/ABSOLUTE", str(tmp_path / "absolute"))
+    out = tmp_path / "a" / "out"
+    with running(_HostileListing({USER: PASSWORD}, name)) as server:
+        with pytest.raises(GalmocoError, match=r"listing of job [0-9a-f]{32} folder '\.': unsafe name"):
+            _fetch(server, write_manifest(tmp_path / "m.csv", POSITIONS[:2]), out, bands="g")
+    assert _outside(tmp_path, out) == [] and not list(out.rglob("*.fits"))
+
+
+def test_credentials_over_plain_http_are_refused(tmp_path, des_server):
+    manifest = write_manifest(tmp_path / "m.csv", POSITIONS[:1])
+    pattern = (r"^--api-url http://127\.0\.0\.1:\d+/desaccess/api: refusing to send DES credentials over "
+               r"unencrypted http://; use https://, or pass --allow-insecure")
+    with pytest.raises(GalmocoError, match=pattern):
+        _fetch(des_server, manifest, tmp_path / "out", allow_insecure=False)
+    assert sum(des_server.requests.values()) == 0 and not (tmp_path / "out").exists()
+    command = [sys.executable, "-m", "galmoco", "fetch", str(manifest), "-o", str(tmp_path / "out"),
+               "--api-url", des_server.api]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "--allow-insecure" in done.stderr
+    assert sum(des_server.requests.values()) == 0
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """An existing folder this process cannot create files in: read-only for a user, /sys for root."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").touch()
+            (candidate / "probe").unlink()
+        except OSError:
+            return candidate
+    pytest.skip("no unwritable folder available")
+
+
+def test_unwritable_output_is_refused_before_any_request(tmp_path, des_server):
+    out = _unwritable_folder(tmp_path)
+    with pytest.raises(GalmocoError, match=f"^-o {out}: the output folder is not writable"):
+        _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:1]), out)
+    assert sum(des_server.requests.values()) == 0 and des_server.jobs == {}
+
+
+def test_failed_login_leaves_no_output_folder(tmp_path, des_server, monkeypatch):
+    monkeypatch.setenv("DESACCESS_PASSWORD", "wrong")
+    with pytest.raises(GalmocoError, match="login as 'alice' failed"):
+        _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:1]), tmp_path / "new" / "out")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that existed before is kept, empty or not
+    with pytest.raises(GalmocoError, match="login as 'alice' failed"):
+        _fetch(des_server, write_manifest(tmp_path / "m.csv", POSITIONS[:1]), tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_job_ids_are_saved_before_anything_else(tmp_path, des_server):
+    des_server.job_seconds = 0.3
+    out = tmp_path / "out"
+    seen = []
+
+    class Watching(DesAccessClient):
+        def status(self, jobid):  # the first thing after a submission: the id must be on disk by now
+            seen.append(json.loads((out / "fetch_state.json").read_text())["jobs"][0]["jobid"])
+            return super().status(jobid)
+
+    client = Watching(des_server.api, des_server.files, Credentials(USER, PASSWORD), HttpClient())
+    table = read_manifest(write_manifest(tmp_path / "m.csv", POSITIONS[:1]))
+    out.mkdir()
+    run_jobs(client, table, out, DesJobOptions(bands="g"), 64, 2, False, 0.01, 10, 1, {})
+    assert seen and set(seen) == set(des_server.jobs)

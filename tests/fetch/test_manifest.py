@@ -71,3 +71,17 @@ def test_duplicates_reported_and_dropped(tmp_path, caplog):
     assert list(t["row"]) == [1, 2]
     assert t.meta["duplicates"] == [(3, 1), (4, 1)]
     assert "row 3 repeats row 1" in caplog.text
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffra,dec,id\r\n21.58813,3.48611,gal1\r\n".encode())
+    table = read_manifest(path)
+    assert list(table["id"]) == ["gal1"] and table["ra"][0] == 21.58813
+
+
+def test_row_with_too_many_values_is_an_error_naming_the_row(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("ra,dec\n1,2\n3,4,5\n")
+    with pytest.raises(GalmocoError, match=r"m\.csv: row 2: 3 values for 2 columns \(ra, dec\)$"):
+        read_manifest(path)

@@ -1,9 +1,8 @@
-"""Local HTTP servers reproducing DESaccess and the Legacy Surveys viewer, quirks and faults included.
+"""A local DESaccess: the API (``/desaccess/api``) and its file server (``/files-desaccess``).
 
-Both follow ``shared/reference/des-services.md``. They run on 127.0.0.1, port 0, in a thread, and
-serve real FITS files. Fault injection: ``server.faults.add(substring, "drop", "500", ...)`` makes
-the next requests whose path contains ``substring`` fail in that order. ``server.served`` counts
-complete, fault-free replies per path (what the client really received).
+Follows ``shared/reference/des-services.md``: form bodies, HS256 tokens that expire, auth errors as
+HTTP 200 replies, job states, both limits enforced with the real messages, ``unmatched_positions``,
+cutouts trimmed at tile edges, ``+`` in tile names, nginx JSON listings.
 """
 
 from __future__ import annotations
@@ -11,144 +10,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
-import threading
 import time
 import uuid
 import warnings
-from collections import Counter, deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 from astropy.io import fits
 
 from galmoco.fetch.manifest import des_basename
+from galmoco.fetch.standin.base import StandinHandler, StandinServer, blob_image, fits_bytes
+
+__all__ = ["DesAccessServer", "Job", "make_jwt", "MTIME"]
 
 # RA_CUTOUT/DEC_CUTOUT need HIERARCH cards, as in DES files (a process-wide filter: servers run in threads)
 warnings.filterwarnings("ignore", message="Keyword name", category=fits.verify.VerifyWarning)
 
-FAULTS = ("drop", "500", "slow", "truncate", "corrupt")
 MTIME = "Tue, 22 Sep 2020 18:27:27 GMT"
-
-
-class Faults:
-    """Per-path queues of faults, consumed one per matching request."""
-
-    def __init__(self) -> None:
-        self._rules: list[tuple[str, deque]] = []
-        self._lock = threading.Lock()
-
-    def add(self, substring: str, *kinds: str) -> None:
-        assert all(k in FAULTS for k in kinds), kinds
-        with self._lock:
-            self._rules.append((substring, deque(kinds)))
-
-    def take(self, path: str) -> str | None:
-        with self._lock:
-            for substring, kinds in self._rules:
-                if substring in path and kinds:
-                    return kinds.popleft()
-        return None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, handler, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), handler)
-        self.faults = Faults()
-        self.served: Counter = Counter()
-        self.requests: Counter = Counter()  # (method, route) -> count
-        self.latency = 0.0  # seconds added to every request
-        self.slow_seconds = 2.0
-        # after ``hold_after`` file replies, further file requests wait for ``hold`` and are then dropped
-        self.hold_after: int | None = None
-        self.hold = threading.Event()
-        self.lock = threading.RLock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real services
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _send(self, status: int, body: bytes, ctype: str = "application/json", count: bool = True) -> None:
-        server: _Server = self.server
-        fault = server.faults.take(self.path)
-        if fault == "drop":
-            self.close_connection = True
-            return
-        if fault == "500":
-            status, body, ctype = 500, b"Internal Server Error", "text/plain"
-        if fault == "slow":
-            time.sleep(server.slow_seconds)
-        if fault == "corrupt" and status == 200:
-            body = b"SIMPLE  =" + bytes(np.random.default_rng(0).integers(0, 256, len(body) - 9, np.uint8))
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if fault == "truncate":
-                self.wfile.write(body[: len(body) // 2])
-                self.close_connection = True
-                return
-            self.wfile.write(body)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-            return
-        if count and fault is None and status == 200:
-            with server.lock:
-                server.served[unquote(urlsplit(self.path).path)] += 1
-
-    def _json(self, payload: dict, status: int = 200) -> None:
-        self._send(status, json.dumps(payload).encode())
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _route(self, method: str) -> None:
-        time.sleep(self.server.latency)
-        with self.server.lock:
-            self.server.requests[(method, urlsplit(self.path).path)] += 1
-        self.handle_route(method)
-
-    def do_GET(self) -> None:
-        self._route("GET")
-
-    def do_POST(self) -> None:
-        self._route("POST")
-
-    def do_PUT(self) -> None:
-        self._route("PUT")
-
-
-def _blob(seed: str, shape: tuple[int, ...], scale: float) -> np.ndarray:
-    """A round galaxy-like blob plus noise, deterministic in ``seed``."""
-    rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
-    h, w = shape[-2:]
-    y, x = np.mgrid[:h, :w]
-    blob = scale * np.exp(-((x - w / 2) ** 2 + (y - h / 2) ** 2) / (2 * 4.0**2))
-    return (blob + rng.normal(0, scale * 0.01, shape)).astype(np.float32)
-
-
-def _fits_bytes(hdus: list) -> bytes:
-    buffer = io.BytesIO()
-    fits.HDUList(hdus).writeto(buffer)
-    return buffer.getvalue()
-
-
-# ---------------------------------------------------------------- DESaccess
 
 
 def _b64(data: bytes) -> str:
@@ -178,7 +58,7 @@ class Job:
     files: dict[str, object] = field(default_factory=dict)  # relpath -> bytes or render spec
 
 
-class DesAccessServer(_Server):
+class DesAccessServer(StandinServer):
     """DESaccess API (under ``/desaccess/api``) and its file server (under ``/files-desaccess``).
 
     Tiles are 1 x 1 degree cells named like DES tiles (``DES0226-0430``, ``DES0130+0209``); a cutout
@@ -273,6 +153,16 @@ class DesAccessServer(_Server):
         job.files[f"cutout_{job.jobid}.log"] = b"log\n"
         return summary
 
+    def listing(self, job: Job, prefix: str) -> list[dict]:
+        """The nginx JSON listing of the job folder ``prefix`` (``""`` or ending in ``/``)."""
+        entries = {}
+        for name in job.files:
+            if name.startswith(prefix):
+                head, _, tail = name[len(prefix):].partition("/")
+                entries[head] = {"name": head, "type": "directory", "mtime": MTIME} if tail else \
+                    {"name": head, "type": "file", "mtime": MTIME, "size": 0}
+        return list(entries.values())
+
     def file_bytes(self, job: Job, rel: str) -> bytes:
         spec = job.files[rel]
         if isinstance(spec, bytes):
@@ -283,15 +173,15 @@ class DesAccessServer(_Server):
                               "CRVAL1": ra, "CRVAL2": dec, "CRPIX1": shape[1] / 2 + 0.5,
                               "CRPIX2": shape[0] / 2 + 0.5, "CD1_1": -0.263 / 3600, "CD1_2": 0.0,
                               "CD2_1": 0.0, "CD2_2": 0.263 / 3600})
-        data = _blob(f"{ra},{dec},{band}", shape, 100.0)
-        body = _fits_bytes([fits.PrimaryHDU(data, header),
+        data = blob_image(f"{ra},{dec},{band}", shape, 100.0)
+        body = fits_bytes([fits.PrimaryHDU(data, header),
                             fits.ImageHDU(np.zeros(shape, np.int32), name="MSK"),
                             fits.ImageHDU(np.full(shape, 1e-4, np.float32), name="WGT")])
         job.files[rel] = body
         return body
 
 
-class _DesHandler(_Handler):
+class _DesHandler(StandinHandler):
     server: DesAccessServer
 
     def _fields(self) -> dict[str, str]:
@@ -415,16 +305,10 @@ class _DesHandler(_Handler):
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         rel = "/".join(parts[3:])
         if rel == "json" or rel.endswith("/json"):
-            prefix = rel[:-4]
-            entries = {}
-            for name in job.files:
-                if name.startswith(prefix):
-                    head, _, tail = name[len(prefix):].partition("/")
-                    entries[head] = {"name": head, "type": "directory", "mtime": MTIME} if tail else \
-                        {"name": head, "type": "file", "mtime": MTIME, "size": 0}
+            entries = self.server.listing(job, rel[:-4])
             if not entries:
                 return self._send(404, b"<html>404 Not Found</html>", "text/html")
-            return self._send(200, json.dumps(list(entries.values())).encode(), count=False)
+            return self._send(200, json.dumps(entries).encode(), count=False)
         if rel not in job.files:
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         if self.server.hold_after is not None and sum(self.server.served.values()) >= self.server.hold_after:
@@ -432,102 +316,3 @@ class _DesHandler(_Handler):
             self.close_connection = True
             return
         self._send(200, self.server.file_bytes(job, rel), "application/octet-stream")
-
-
-# ---------------------------------------------------------------- Legacy Survey viewer
-
-
-class LegacySurveyServer(_Server):
-    """``/viewer/fits-cutout``: cubes in nanomaggies, zero outside ``footprint``, HTTP 500 with no overlap."""
-
-    LAYERS = {"ls-dr10": "griz", "des-dr1": "grizY", "ls-dr9": "grz"}
-
-    def __init__(self, footprint: tuple[float, float, float, float] = (0.0, 360.0, -70.0, 10.0),
-                 port: int = 0) -> None:
-        super().__init__(_LegacyHandler, port)
-        self.footprint = footprint
-        self.viewer = f"{self.url}/viewer"
-
-
-class _LegacyHandler(_Handler):
-    server: LegacySurveyServer
-
-    def handle_route(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        if parts.path != "/viewer/fits-cutout" or method != "GET":
-            return self._send(404, b"not found", "text/plain")
-        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        if "ra" not in q or "dec" not in q:
-            return self._send(400, b"Need ra,dec keywords", "text/plain")
-        layer = q.get("layer", "ls-dr9")
-        if layer not in self.server.LAYERS:
-            return self._send(200, b"no such layer", "text/plain")  # the quirk: 200, not FITS
-        try:
-            size = int(q.get("size", "256"))  # "64.0" is an int() error: HTTP 500 like the real viewer
-        except ValueError:
-            return self._send(500, b"Internal Server Error", "text/plain")
-        ra, dec, scale = float(q["ra"]), float(q["dec"]), float(q.get("pixscale", "0.262"))
-        bands = q.get("bands", self.server.LAYERS[layer])
-        if any(b not in self.server.LAYERS[layer] for b in bands):
-            bands = self.server.LAYERS[layer]  # one bad letter: all the layer's bands, silently
-        y, x = np.mgrid[:size, :size]
-        pix_ra = ra - (x - size / 2) * scale / 3600 / np.cos(np.radians(dec))
-        pix_dec = dec + (y - size / 2) * scale / 3600
-        ra_lo, ra_hi, dec_lo, dec_hi = self.server.footprint
-        covered = (pix_ra >= ra_lo) & (pix_ra < ra_hi) & (pix_dec >= dec_lo) & (pix_dec <= dec_hi)
-        if not covered.any():
-            return self._send(500, b"Internal Server Error", "text/plain")
-        shape = (len(bands), size, size) if len(bands) > 1 else (size, size)
-        cube = _blob(f"{ra},{dec}", shape, 10.0) * covered
-        header = fits.Header({"SURVEY": "LegacySurvey", "VERSION": layer, "BANDS": bands.lower(),
-                              **{f"BAND{i}": b for i, b in enumerate(bands)}, "CTYPE1": "RA---TAN",
-                              "CTYPE2": "DEC--TAN", "CRVAL1": ra, "CRVAL2": dec, "CRPIX1": size / 2 + 0.5,
-                              "CRPIX2": size / 2 + 0.5, "CD1_1": -scale / 3600, "CD1_2": 0.0, "CD2_1": 0.0,
-                              "CD2_2": scale / 3600})
-        self._send(200, _fits_bytes([fits.PrimaryHDU(cube.astype(np.float32), header)]), "image/fits")
-
-
-@contextmanager
-def running(server: _Server):
-    """Serve in a daemon thread for the duration of the block."""
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.hold.set()
-        server.shutdown()
-        server.server_close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Serve one of the stand-ins by hand (the README's walkthrough uses it), until Ctrl-C.
-
-    ``python tests/fetch/servers.py desaccess --port 8765 --user demo:demo`` or
-    ``python tests/fetch/servers.py legacysurvey --port 8766``.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("service", choices=("desaccess", "legacysurvey"))
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--user", default="demo:demo", help="NAME:PASSWORD accepted by the DESaccess login")
-    parser.add_argument("--job-seconds", type=float, default=1.0, help="how long a DESaccess job runs")
-    args = parser.parse_args(argv)
-    if args.service == "desaccess":
-        name, _, password = args.user.partition(":")
-        server: _Server = DesAccessServer({name: password}, job_seconds=args.job_seconds, port=args.port)
-        print(f"--api-url {server.url}/desaccess/api --files-url {server.url}/files-desaccess", flush=True)
-    else:
-        server = LegacySurveyServer(port=args.port)
-        print(f"--url {server.url}/viewer", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-if __name__ == "__main__":
-    main()
