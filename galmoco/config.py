@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
 from galmoco.data.normalize import NormalizeConfig
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_write_text
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -387,9 +387,4 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> Path:
     """Write ``config`` as YAML, atomically; returns the path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(config_to_dict(config), fh, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
