@@ -6,8 +6,6 @@ Colour stamps use the asinh stretch of Lupton et al. (2004, PASP 116, 133) via
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from astropy.table import Table  # noqa: E402
 from astropy.visualization import make_lupton_rgb  # noqa: E402
 
 from galmoco.analysis.probes import is_categorical  # noqa: E402
+from galmoco.files import atomic_output  # noqa: E402
 
 __all__ = [
     "latent_map",
@@ -40,16 +39,9 @@ EXACT_RANKS = 10
 def save_figure(fig: plt.Figure, stem: str | Path) -> Path:
     """Save ``stem.png`` (150 dpi) and ``stem.pdf`` atomically, close the figure, return the PNG path."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".png", ".pdf"):
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=suffix, dir=stem.parent)
-        os.close(fd)
-        try:
+        with atomic_output(stem.with_suffix(suffix)) as tmp:
             fig.savefig(tmp, dpi=120)
-            os.replace(tmp, stem.with_suffix(suffix))
-        except BaseException:
-            os.remove(tmp)
-            raise
     plt.close(fig)
     return stem.with_suffix(".png")
 

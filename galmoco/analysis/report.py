@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from galmoco.data.masks import MaskConfig
 from galmoco.distributed import resolve_device
 from galmoco.embed import load_checkpoint_model
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_write_text
 from galmoco.io.store import CutoutStore
 from galmoco.io.tables import read_table, write_table
 
@@ -178,12 +177,7 @@ def build_report(
             f"<p>Placement metric: {metric}. Stamps and reconstructions are shown in the network's "
             f"normalised space (Lupton RGB, i/r/g as R/G/B); neighbour galleries show raw flux.</p>"
             f"{sections}</body></html>")
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_html.name}.", suffix=".html", dir=out_html.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    os.replace(tmp, out_html)
-    return out_html
+    return atomic_write_text(out_html, page)
 
 
 def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, metric, colour_column,

@@ -32,7 +32,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Bands to pack, in this order.")
 @click.option("--size", type=click.IntRange(min=1), default=_DEFAULT["size"],
               help="Cutout size in pixels (square); larger cutouts are centre-cropped. "
-                   "Default: the first object's size.")
+                   "Default: the most common size among the first 64 objects read.")
 @click.option("--pad", is_flag=True, default=_DEFAULT["pad"],
               help="Pad cutouts smaller than --size (weight 0 in the pad) instead of skipping them.")
 @click.option("--workers", type=click.IntRange(min=1), default=_DEFAULT["workers"],
@@ -62,5 +62,8 @@ def pack(sources: tuple[Path, ...], out: Path, bands: str, size: int | None, pad
     resumed = f" ({result.n_resumed} from the interrupted run)" if result.n_resumed else ""
     click.echo(f"packed {result.n_packed} objects{resumed}, skipped {len(result.skipped)}, "
                f"in {result.seconds:.1f} s -> {result.path}")
+    if result.n_catalog_matched is not None:
+        click.echo(f"catalogue: {result.n_catalog_matched} of {result.n_packed} objects matched, "
+                   f"{result.n_packed - result.n_catalog_matched} unmatched (in_catalog False)")
     if result.skipped_csv is not None:
         click.echo(f"skipped objects and reasons: {result.skipped_csv}")

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from galmoco.data.normalize import estimate_sky_sigma
 from galmoco.errors import GalmocoError
+from galmoco.io.store import open_hdf5
 
 __all__ = [
     "MaskConfig", "segmentation_sky", "sky_pixel_weights", "positive_flux_weights", "ensure_sky_masks",
@@ -246,7 +247,7 @@ def _compute(blocks: Iterable[tuple], workers: int) -> Iterator[np.ndarray]:
 
 
 def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 1,
-                     block: int = 256) -> str | None:
+                     block: int = 256, wait_s: float | None = None) -> str | None:
     """Compute the segmentation loss weights of every object once and cache them in the store.
 
     The weights (:func:`sky_pixel_weights` of :func:`segmentation_sky`, 0 where no band has data) go to
@@ -254,12 +255,17 @@ def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 
     attributes; ``<key>`` encodes the parameters (:func:`mask_key`), so another setting gets its own
     cache. Written under a temporary name and renamed when complete, so an interrupted run leaves no
     half-written mask (the next call starts over). A second call finds the cache and returns at once.
+    Runs sharing a store coordinate through HDF5's file lock: a call while another process writes the
+    store (e.g. caches the same masks) waits for it (:func:`~galmoco.io.store.open_hdf5`), then finds the
+    cache or computes it; it cannot write while another process reads the store, and waits for that too.
 
     Args:
-        store_path: the packed store (opened for appending; nothing else may hold it open for writing).
+        store_path: the packed store (opened for appending once the cache is found missing).
         config: the mask rule and its parameters.
         workers: processes for sep (1: in this process).
         block: objects per read/write.
+        wait_s: seconds to wait at most for another process holding the store; None:
+            :data:`galmoco.io.store.LOCK_WAIT_S`.
 
     Returns:
         ``"masks/<key>"``, the field name for ``galmoco.io.store.CutoutDataset(fields=...)``; None for the
@@ -271,14 +277,15 @@ def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 
     name = mask_key(config)
     if not path.is_file():
         raise GalmocoError(f"{path}: no such store")
-    with h5py.File(path, "r") as h5:  # read-only first: runs sharing a store must not fight for a write lock
+    # read-only first: runs sharing a store must not fight for a write lock
+    with open_hdf5(path, "r", wait_s) as h5:
         if name in h5:
             return name
     try:
-        h5 = h5py.File(path, "a")
-    except OSError as exc:
-        raise GalmocoError(f"{path}: cannot open the store for writing the sky masks; is another process "
-                           f"writing it? ({exc})") from exc
+        h5 = open_hdf5(path, "a", wait_s)
+    except GalmocoError as exc:
+        raise GalmocoError(f"cannot cache the sky masks: {exc}; or cache them before starting runs "
+                           "that share the store") from None
     with h5:
         if name in h5:
             return name

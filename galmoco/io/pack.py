@@ -6,15 +6,18 @@ the writer, which appends in source order, so memory stays flat in N. The file i
 ``<out>.partial``; ``attrs["n_written"]`` (objects whose images, weights and catalogue rows are on
 disk) is advanced and flushed after every batch; ``complete=True`` is set and the file renamed to
 ``<out>`` only at the end, so a killed pack never leaves a file that looks complete, and
-``resume=True`` continues it.
+``resume=True`` continues it. The partial is valid from its creation and locked by its writer
+(see :class:`_Store`).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +27,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from astropy.table import Table
 from tqdm import tqdm
 
 from galmoco import __version__
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_output, default_file_mode
+from galmoco.io.catalog_join import check_catalog_matches, join_catalog, load_catalog
 from galmoco.io.fits import (
     Cutout,
     cutout_id,
@@ -38,10 +42,9 @@ from galmoco.io.fits import (
     parse_size,
     read_cutout,
 )
-from galmoco.io.store import BASE_DTYPE, STRING
+from galmoco.io.store import BASE_DTYPE
 
-__all__ = ["PackResult", "Skipped", "default_workers", "expand_sources", "join_catalog", "load_catalog",
-           "pack_cutouts"]
+__all__ = ["PackResult", "Skipped", "default_workers", "expand_sources", "pack_cutouts"]
 
 _CHUNK = 16  # sources per pool task: amortises the inter-process round trip (~0.2 ms) over ~20 ms of reads
 _BATCH = 64  # objects per HDF5 append + flush: bounds what a kill can lose
@@ -67,6 +70,8 @@ class PackResult:
         skipped: sources not packed, with reasons.
         skipped_csv: the CSV listing them (``<out>.skipped.csv``), or None when none were skipped.
         seconds: wall time of this call.
+        n_catalog_matched: packed objects that found their row in ``catalog`` (None without one); the
+            other ``n_packed - n_catalog_matched`` have ``in_catalog`` False.
     """
 
     path: Path
@@ -75,6 +80,7 @@ class PackResult:
     skipped: list[Skipped] = field(default_factory=list)
     skipped_csv: Path | None = None
     seconds: float = 0.0
+    n_catalog_matched: int | None = None
 
 
 def default_workers() -> int:
@@ -85,7 +91,7 @@ def default_workers() -> int:
 def _read_list(path: Path) -> list[Path]:
     """Paths from a text list (one per line, ``#`` comments) or a CSV with a ``path`` column."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drops a BOM (Windows editors)
     except (OSError, UnicodeDecodeError) as exc:
         raise GalmocoError(f"{path}: not a FITS file, folder or readable list of paths ({exc})") from None
     lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
@@ -125,70 +131,6 @@ def expand_sources(sources: str | Path | Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_catalog(path: str | Path, id_column: str = "id") -> Table:
-    """Read a catalogue (FITS, ECSV or CSV) to join at pack time; check its id column.
-
-    Raises:
-        GalmocoError: naming the file, when it cannot be read, lacks ``id_column`` or repeats an id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GalmocoError(f"{path}: no such catalogue file")
-    suffix = path.suffix.lower()
-    fmt = "fits" if is_fits_path(path) else {".ecsv": "ascii.ecsv", ".csv": "ascii.csv"}.get(suffix)
-    try:
-        table = Table.read(path, format=fmt) if fmt else Table.read(path)
-    except Exception as exc:  # noqa: BLE001 - astropy raises many types for unreadable tables
-        raise GalmocoError(f"{path}: cannot read as a table ({type(exc).__name__}: {exc})") from None
-    if id_column not in table.colnames:
-        raise GalmocoError(f"{path}: no id column {id_column!r} (columns: {', '.join(table.colnames)})")
-    ids = [str(v).strip() for v in table[id_column]]
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        row = next(i for i, v in enumerate(ids) if v in seen or seen.add(v))
-        raise GalmocoError(f"{path}: row {row + 1} repeats id {ids[row]!r} in column {id_column!r}")
-    return table
-
-
-def _fill(dtype: np.dtype):
-    """The value for packed objects the catalogue lacks: NaN, -1, False or an empty string."""
-    return {"f": np.nan, "c": np.nan, "i": -1, "u": 0, "b": False}.get(dtype.kind, "")
-
-
-def join_catalog(rows: np.ndarray, table: Table, id_column: str = "id") -> np.ndarray:
-    """The store's catalogue rows with the table's columns joined by id (left join, store order kept).
-
-    Columns named like the store's own get the suffix ``_catalog``; ``in_catalog`` is True where the id
-    was found; elsewhere the joined columns hold NaN (float), -1 (int), False or "".
-    """
-    index = {str(v).strip(): i for i, v in enumerate(table[id_column])}
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in rows["id"]]
-    match = np.array([index.get(i, -1) for i in ids], dtype=np.int64)
-    found = match >= 0
-    columns: dict[str, np.ndarray] = {}
-    dtypes = list(BASE_DTYPE.descr)
-    for name in table.colnames:
-        if name == id_column:
-            continue
-        col = table[name]
-        data = np.asarray(col.filled(_fill(col.dtype)) if getattr(col, "mask", None) is not None else col)
-        kind_str = data.dtype.kind in "USO"
-        dtype = STRING if kind_str else data.dtype.newbyteorder("=")  # FITS tables are big-endian
-        out = np.full((len(rows), *data.shape[1:]), _fill(data.dtype), dtype=object if kind_str else dtype)
-        out[found] = data[match[found]].astype(str) if kind_str else data[match[found]]
-        key = f"{name}_catalog" if name in BASE_DTYPE.names or name == "in_catalog" else name
-        columns[key] = out
-        dtypes.append((key, dtype, data.shape[1:]))
-    joined = np.empty(len(rows), dtype=np.dtype([*[(n, BASE_DTYPE[n]) for n in BASE_DTYPE.names],
-                                                 *dtypes[len(BASE_DTYPE):], ("in_catalog", "?")]))
-    for name in BASE_DTYPE.names:
-        joined[name] = rows[name]
-    for key, values in columns.items():
-        joined[key] = values
-    joined["in_catalog"] = found
-    return joined
-
-
 def _read_chunk(paths: Sequence[Path], bands: tuple[str, ...], size, pad: bool) -> list[Cutout | Skipped]:
     """Read several sources (in a pool worker); failures become :class:`Skipped`."""
     results: list[Cutout | Skipped] = []
@@ -217,33 +159,115 @@ def _ordered_reads(paths: list[Path], read, workers: int) -> Iterator[Cutout | S
             yield from done
 
 
-class _Store:
-    """The partial HDF5 file being appended to."""
+def _busy_or_interrupted(path: Path, resume: bool) -> GalmocoError:
+    """The error for an existing partial pack: another run is writing it (its lock is held), or it was
+    left by an interrupted run (no lock), which ``--resume`` continues."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # the other run finished or gave up meanwhile
+        return GalmocoError(f"{path}: another pack finished or gave up while this one started; run again")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return GalmocoError(f"{path}: another galmoco pack is writing this file now; wait for it to finish, "
+                            "or stop it and continue with --resume")
+    finally:
+        os.close(fd)
+    if resume:
+        return GalmocoError(f"{path}: another pack created this file while this one started; run again")
+    return GalmocoError(f"{path}: an interrupted pack is here; continue it with --resume or delete it")
 
-    def __init__(self, path: Path, first: Cutout | None, bands: tuple[str, ...], pad: bool):
-        self.path = path
-        if first is None:  # resume
-            self.h5 = h5py.File(path, "r+")
-            self.n = int(self.h5.attrs["n_written"])
+
+class _Store:
+    """The partial HDF5 file being appended to, locked (``flock``) by this process from its creation to
+    its rename, so a second pack on the same output is refused instead of truncating it.
+
+    A new partial is written and flushed under a temporary name, locked, then linked to its final name
+    (``os.link`` fails when that exists: exclusive creation), so the ``.partial`` is a valid, resumable
+    file from the moment it appears. Its image datasets are created when the stamp shape is decided
+    (:meth:`set_shape`); a partial without them resumes from zero objects.
+    HDF5's own file locking is off for it (the ``flock`` is the lock, and HDF5's would conflict with it).
+    """
+
+    def __init__(self, path: Path, fd: int, h5: h5py.File):
+        self.path, self.fd, self.h5 = path, fd, h5
+        self.n = int(h5.attrs["n_written"])
+        if self.shape is not None:
             for name in ("images", "weights", "catalog"):  # drop rows written after the last flush
                 self.h5[name].resize(self.n, axis=0)
-            return
-        self.h5 = h5py.File(path, "w")
-        shape = (len(bands), *first.image.shape[1:])
+
+    @classmethod
+    def create(cls, path: Path, bands: tuple[str, ...], pad: bool) -> _Store:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        h5 = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            h5 = h5py.File(tmp, "w", locking=False)
+            h5.attrs.update({"bands": "".join(bands), "galmoco_version": __version__, "pad": pad,
+                             "complete": False, "n_written": 0})
+            h5.flush()
+            os.chmod(tmp, default_file_mode())
+            os.link(tmp, path)
+        except BaseException as exc:
+            if h5 is not None:
+                h5.close()
+            os.close(fd)
+            if isinstance(exc, FileExistsError):
+                raise _busy_or_interrupted(path, resume=False) from None
+            raise
+        finally:
+            os.unlink(tmp)
+        return cls(path, fd, h5)
+
+    @classmethod
+    def resume(cls, path: Path) -> _Store:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise GalmocoError(f"{path}: nothing to resume (no partial pack at this path)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _busy_or_interrupted(path, resume=True) from None
+        try:
+            h5 = h5py.File(path, "r+", locking=False)
+        except OSError as exc:
+            os.close(fd)
+            raise GalmocoError(f"{path}: cannot resume, the file is damaged ({exc}); delete it") from None
+        try:
+            return cls(path, fd, h5)
+        except (KeyError, ValueError) as exc:
+            h5.close()
+            os.close(fd)
+            raise GalmocoError(f"{path}: cannot resume, the file is damaged ({exc}); delete it") from None
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """``(B, H, W)`` of the stamps, or None before :meth:`set_shape`."""
+        return self.h5["images"].shape[1:] if "images" in self.h5 else None
+
+    def set_shape(self, cuts: list[Cutout]) -> None:
+        """Create the datasets for the most common stamp shape among ``cuts`` (ties: the larger stamp,
+        since a cutout trimmed at a tile edge is smaller), with that shape's first cutout's units."""
+        counts = Counter(c.image.shape for c in cuts)
+        shape = max(counts, key=lambda s: (counts[s], s[1] * s[2]))
+        first = next(c for c in cuts if c.image.shape == shape)
         for name in ("images", "weights"):
             self.h5.create_dataset(name, (0, *shape), np.float32, maxshape=(None, *shape), chunks=(1, *shape))
         self.h5.create_dataset("catalog", (0,), BASE_DTYPE, maxshape=(None,), chunks=(1024,))
-        self.h5.attrs.update({"bands": "".join(bands), "units": first.units, "pixel_scale": first.pixel_scale,
-                              "zeropoint": first.zeropoint, "galmoco_version": __version__,
-                              "pad": pad, "complete": False, "n_written": 0})
-        self.n = 0
+        self.h5.attrs.update({"units": first.units, "pixel_scale": first.pixel_scale,
+                              "zeropoint": first.zeropoint})
+        self.h5.flush()
 
     def ids(self) -> list[str]:
+        if self.shape is None:
+            return []
         return [i.decode() if isinstance(i, bytes) else i for i in self.h5["catalog"]["id"][: self.n]]
 
     def check(self, cut: Cutout) -> str | None:
         """Why a cutout does not fit this store, or None."""
-        attrs, shape = self.h5.attrs, self.h5["images"].shape[1:]
+        attrs, shape = self.h5.attrs, self.shape
         if cut.image.shape != shape:
             return f"shape {cut.image.shape} differs from the store's {shape} (give --size, --pad)"
         if cut.units != attrs["units"] or cut.zeropoint != attrs["zeropoint"]:
@@ -267,10 +291,37 @@ class _Store:
         self.h5.attrs["n_written"] = stop
         self.h5.flush()
 
+    def close(self) -> None:
+        """Close the file, then release the lock."""
+        self.h5.close()
+        os.close(self.fd)
+
+
+def _shaped(results: Iterable[Cutout | Skipped], store: _Store) -> Iterator[Cutout | Skipped]:
+    """``results`` in order; while the store has no stamp shape, the first ``_BATCH`` cutouts are held
+    and decide it (:meth:`_Store.set_shape`), so a trimmed edge cutout read first does not."""
+    held: list[Cutout | Skipped] = []
+    n_held = 0
+    for res in results:
+        if store.shape is not None:
+            yield res
+            continue
+        held.append(res)
+        n_held += isinstance(res, Cutout)
+        if n_held >= _BATCH:
+            store.set_shape([c for c in held if isinstance(c, Cutout)])
+            yield from held
+            held = []
+    if n_held and store.shape is None:
+        store.set_shape([c for c in held if isinstance(c, Cutout)])
+    yield from held
+
 
 def _check_resumable(store: _Store, bands: tuple[str, ...], size, pad: bool) -> None:
-    attrs, shape = store.h5.attrs, store.h5["images"].shape[2:]
-    if attrs["bands"] != "".join(bands) or bool(attrs["pad"]) != pad or (size is not None and shape != size):
+    attrs = store.h5.attrs
+    shape = None if store.shape is None else store.shape[1:]
+    if (attrs["bands"] != "".join(bands) or bool(attrs["pad"]) != pad
+            or (size is not None and shape is not None and shape != size)):
         raise GalmocoError(f"{store.path}: was started with bands={attrs['bands']} size={shape} pad="
                            f"{bool(attrs['pad'])}; resume with the same options or delete it")
 
@@ -279,12 +330,10 @@ def _write_skipped(path: Path, skipped: list[Skipped]) -> Path | None:
     if not skipped:
         path.unlink(missing_ok=True)
         return None
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "source", "reason"])
         writer.writerows((s.id, s.source, s.reason) for s in skipped)
-    os.replace(tmp, path)
     return path
 
 
@@ -300,7 +349,8 @@ def pack_cutouts(sources: str | Path | Iterable[str | Path], out: str | Path,
             files listing paths (one per line, or a CSV with a ``path`` column; relative to the list).
         out: the store to write (``.h5``); an existing file is replaced when the pack completes.
         bands: bands to pack, in this order.
-        size: cutout size in pixels (int or (H, W)); None: the first object's size.
+        size: cutout size in pixels (int or (H, W)); None: the most common size among the first 64
+            objects read (ties: the larger), others are skipped.
         pad: pad cutouts smaller than ``size`` (weight 0 in the pad) instead of skipping them.
         workers: reader processes; None: :func:`default_workers`. 1 reads in this process.
         resume: continue ``<out>.partial`` left by an interrupted pack, skipping the objects in it.
@@ -309,12 +359,16 @@ def pack_cutouts(sources: str | Path | Iterable[str | Path], out: str | Path,
             columns that clash with the store's are suffixed ``_catalog``; ``in_catalog`` flags matches.
         catalog_id_column: the catalogue's id column.
 
+    A second pack on the same ``out`` while one runs is refused (the ``.partial`` is locked by its
+    writer); the ``.partial`` is a valid file from its creation, so ``resume`` works after any kill.
+
     Returns:
         A :class:`PackResult`; skipped sources are also written to ``<out>.skipped.csv``.
 
     Raises:
-        GalmocoError: for bad options or sources, an existing partial without ``resume``, a bad source
-            with ``strict``, or when no object could be packed.
+        GalmocoError: for bad options or sources, an existing partial without ``resume``, another pack
+            writing ``out``, a bad source with ``strict``, a catalogue matching no object, or when no
+            object could be packed.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -326,46 +380,39 @@ def pack_cutouts(sources: str | Path | Iterable[str | Path], out: str | Path,
         raise GalmocoError("pad needs size: give the side the cutouts were requested with (--size N)")
     partial_path = out.with_name(out.name + ".partial")
     if partial_path.exists() and not resume:
-        raise GalmocoError(f"{partial_path}: an interrupted pack is here; continue it with --resume "
-                           "or delete it")
+        raise _busy_or_interrupted(partial_path, resume=False)
     if resume and not partial_path.exists():
         raise GalmocoError(f"{partial_path}: nothing to resume (no partial pack at this path)")
     table = load_catalog(catalog, catalog_id_column) if catalog is not None else None
     paths = expand_sources(sources)
     if not paths:
         raise GalmocoError("no cutout sources given")
+    ids = [cutout_id(path) for path in paths]  # from paths alone: duplicates and done objects cost no read
+    if table is not None:
+        check_catalog_matches(ids, table, catalog, catalog_id_column)
 
-    store = None
-    done: set[str] = set()
-    if resume:
-        try:
-            store = _Store(partial_path, None, band_tuple, pad)
-        except (OSError, KeyError) as exc:
-            raise GalmocoError(f"{partial_path}: cannot resume, the file is damaged ({exc}); "
-                               "delete it") from None
-        _check_resumable(store, band_tuple, hw, pad)
-        done = set(store.ids())
-    n_resumed = len(done)
-    skipped: list[Skipped] = []
-    todo: list[Path] = []
-    seen: dict[str, Path] = {}
-    for path in paths:  # ids come from paths alone, so duplicates and finished objects cost no read
-        oid = cutout_id(path)
-        if oid in seen:
-            skipped.append(Skipped(oid, str(path), f"duplicate id (also {seen[oid]})"))
-        elif oid not in done:
-            todo.append(path)
-        seen.setdefault(oid, path)
-    read = partial(_read_chunk, bands=band_tuple, size=hw, pad=pad)
-    batch: list[Cutout] = []
+    store = _Store.resume(partial_path) if resume else _Store.create(partial_path, band_tuple, pad)
     try:
+        if resume:
+            _check_resumable(store, band_tuple, hw, pad)
+        done = set(store.ids())
+        n_resumed = len(done)
+        skipped: list[Skipped] = []
+        todo: list[Path] = []
+        seen: dict[str, Path] = {}
+        for oid, path in zip(ids, paths, strict=True):
+            if oid in seen:
+                skipped.append(Skipped(oid, str(path), f"duplicate id (also {seen[oid]})"))
+            elif oid not in done:
+                todo.append(path)
+            seen.setdefault(oid, path)
+        read = partial(_read_chunk, bands=band_tuple, size=hw, pad=pad)
+        batch: list[Cutout] = []
         with tqdm(total=len(todo) + n_resumed, initial=n_resumed, unit="obj", desc="pack",
                   disable=None) as bar:
-            for res in _ordered_reads(todo, read, workers):
+            for res in _shaped(_ordered_reads(todo, read, workers), store):
                 bar.update(1)
                 if isinstance(res, Cutout):
-                    if store is None:
-                        store = _Store(partial_path, res, band_tuple, pad)
                     reason = store.check(res)
                     if reason is None:
                         batch.append(res)
@@ -379,22 +426,27 @@ def pack_cutouts(sources: str | Path | Iterable[str | Path], out: str | Path,
                 if len(batch) >= _BATCH:
                     store.append(batch)
                     batch = []
-            if store is not None and batch:
+            if batch:
                 store.append(batch)
-    finally:
-        if store is not None:
-            store.h5.close()
-    skipped_csv = _write_skipped(out.with_name(out.name + ".skipped.csv"), skipped)
-    if store is None or store.n == 0:
-        partial_path.unlink(missing_ok=True)
-        first = f": {skipped[0].source}: {skipped[0].reason}" if skipped else ""
-        raise GalmocoError(f"no object could be packed ({len(skipped)} skipped, listed in "
-                           f"{skipped_csv}){first}")
-    with h5py.File(partial_path, "r+") as h5:
+        skipped_csv = _write_skipped(out.with_name(out.name + ".skipped.csv"), skipped)
+        if store.n == 0:
+            partial_path.unlink()
+            first = f": {skipped[0].source}: {skipped[0].reason}" if skipped else ""
+            raise GalmocoError(f"no object could be packed ({len(skipped)} skipped, listed in "
+                               f"{skipped_csv}){first}")
+        n_matched = None
         if table is not None:
-            rows = join_catalog(h5["catalog"][:], table, catalog_id_column)
-            del h5["catalog"]
-            h5.create_dataset("catalog", data=rows, chunks=True)
-        h5.attrs["complete"] = True
-    os.replace(partial_path, out)
-    return PackResult(out, store.n, n_resumed, skipped, skipped_csv, time.perf_counter() - t0)
+            rows = join_catalog(store.h5["catalog"][:], table, catalog_id_column)
+            n_matched = int(rows["in_catalog"].sum())
+            if n_matched == 0:  # possible when every matching object was skipped
+                raise GalmocoError(f"{catalog}: none of the {store.n} packed objects has a row (column "
+                                   f"{catalog_id_column!r}); the pack is kept at {partial_path}: rerun "
+                                   "with --resume and the right --catalog")
+            del store.h5["catalog"]
+            store.h5.create_dataset("catalog", data=rows, chunks=True)
+        store.h5.attrs["complete"] = True
+        store.h5.flush()
+        os.replace(partial_path, out)
+    finally:
+        store.close()
+    return PackResult(out, store.n, n_resumed, skipped, skipped_csv, time.perf_counter() - t0, n_matched)

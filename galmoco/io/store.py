@@ -6,8 +6,10 @@ the catalogue as an astropy Table, ``CutoutDataset`` for training with a torch D
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,9 +21,13 @@ from torch.utils.data import Dataset
 
 from galmoco import __version__
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_output
 from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
-__all__ = ["BASE_DTYPE", "IN_MEMORY_BYTES", "CutoutDataset", "CutoutStore", "read_catalog", "write_store"]
+__all__ = ["BASE_DTYPE", "IN_MEMORY_BYTES", "LOCK_WAIT_S", "CutoutDataset", "CutoutStore", "open_hdf5",
+           "read_catalog", "write_store"]
+
+log = logging.getLogger(__name__)
 
 STRING = h5py.string_dtype()
 #: the store's own catalogue columns (docs/architecture.md); columns joined from a catalogue follow
@@ -30,6 +36,47 @@ BASE_DTYPE = np.dtype([("id", STRING), ("ra", "f8"), ("dec", "f8"), ("source", S
 #: a :class:`CutoutDataset` holds its rows in memory by default when they take at most this many bytes
 #: (2 GiB: ~32,000 4-band 64x64 float32 stamps)
 IN_MEMORY_BYTES = 2 * 1024**3
+#: seconds a store is waited for while another process holds HDF5's lock on it (e.g. caching sky masks)
+LOCK_WAIT_S = 600.0
+
+
+def _is_lock_error(exc: OSError) -> bool:
+    return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc)
+
+
+def open_hdf5(path: str | Path, mode: str = "r", wait_s: float | None = None) -> h5py.File:
+    """Open an HDF5 file, waiting (bounded) while another process holds HDF5's lock on it.
+
+    HDF5 locks a file for as long as it is open: a writer (``"a"``, ``"r+"``) excludes every other
+    process, a reader excludes writers, and a refused open fails at once. So a run opening a store
+    while another process caches its sky masks waits for that writer instead of failing.
+
+    Args:
+        path: the file.
+        mode: h5py's mode.
+        wait_s: seconds to wait at most; None: :data:`LOCK_WAIT_S`.
+
+    Raises:
+        GalmocoError: when the lock is still held after ``wait_s``, naming the file.
+        OSError: any other failure to open, unchanged.
+    """
+    wait_s = LOCK_WAIT_S if wait_s is None else float(wait_s)
+    deadline, delay = time.monotonic() + wait_s, 0.02
+    while True:
+        try:
+            return h5py.File(path, mode)
+        except OSError as exc:
+            if not _is_lock_error(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = "is writing it" if mode == "r" else "has it open (reading or writing)"
+                raise GalmocoError(f"{path}: another process {holder}; waited {wait_s:.3g} s for it to "
+                                   "finish (try again later)") from None
+            if delay == 0.02:
+                log.warning("%s: another process holds the file; waiting up to %.3g s", path, wait_s)
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, 1.0)  # doubling: quick for short holds, few wake-ups for long ones
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -38,7 +85,7 @@ def _open(path: str | Path) -> h5py.File:
     if not path.is_file():
         raise GalmocoError(f"{path}: no such store file")
     try:
-        h5 = h5py.File(path, "r")
+        h5 = open_hdf5(path, "r")
     except OSError as exc:
         raise GalmocoError(f"{path}: not a readable HDF5 file ({exc})") from None
     if not all(name in h5 for name in ("images", "weights", "catalog")):
@@ -223,7 +270,7 @@ class CutoutDataset(Dataset):
 
     def _reader(self) -> dict[str, _RowReader]:
         if self._readers is None or self._pid != os.getpid():
-            h5 = h5py.File(self.path, "r")  # never close an inherited handle: the parent owns it
+            h5 = open_hdf5(self.path, "r")  # never close an inherited handle: the parent owns it
             self._readers = {key: _RowReader(h5[ds]) for key, ds in self._sources.items()}
             self._pid = os.getpid()
         return self._readers
@@ -307,18 +354,11 @@ def write_store(path: str | Path, images: np.ndarray, weights: np.ndarray | None
     for name, values in columns.items():
         values = np.asarray(values)
         table[name] = values.astype(str).astype(object) if values.dtype.kind in "USO" else values
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            chunks = (1, *images.shape[1:])
-            h5.create_dataset("images", data=images, chunks=chunks)
-            h5.create_dataset("weights", data=weights, chunks=chunks)
-            h5.create_dataset("catalog", data=table)
-            h5.attrs.update({"bands": bands, "units": units, "pixel_scale": pixel_scale,
-                             "zeropoint": zeropoint, "galmoco_version": __version__, "complete": True})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        chunks = (1, *images.shape[1:])
+        h5.create_dataset("images", data=images, chunks=chunks)
+        h5.create_dataset("weights", data=weights, chunks=chunks)
+        h5.create_dataset("catalog", data=table)
+        h5.attrs.update({"bands": bands, "units": units, "pixel_scale": pixel_scale,
+                         "zeropoint": zeropoint, "galmoco_version": __version__, "complete": True})
     return path

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from galmoco.fetch.manifest import des_basename
+from galmoco.files import atomic_write_text
 from galmoco.sim.footprint import PIXEL_SCALE, Tile, tile_pixel_to_world
 from galmoco.surveys import DES_ZEROPOINT
 
@@ -357,6 +357,4 @@ def write_summary(
         "size_on_disk": _size_on_disk(job_dir, cutout_bytes),
         "number_of_files": sum(len(f) for f in files),
     }
-    tmp = job_dir / "summary.json.part"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, job_dir / "summary.json")
+    atomic_write_text(job_dir / "summary.json", json.dumps(summary, indent=2))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import fitsio
 import numpy as np
+
+from galmoco.files import atomic_output
 
 __all__ = ["contact_sheet", "write_preview"]
 
@@ -61,7 +62,6 @@ def write_preview(
         stamps.append(rgb[::-1])  # FITS row 0 is the bottom of the image
         if len(stamps) == n:
             break
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(contact_sheet(stamps)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(contact_sheet(stamps)).save(tmp, format="PNG")
     return path

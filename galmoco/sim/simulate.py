@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch.manifest import des_basename, read_manifest
+from galmoco.files import atomic_output, atomic_write_text
 from galmoco.sim import layout
 from galmoco.sim.footprint import (
     TILE_PIXELS,
@@ -347,10 +348,8 @@ def _write_truth(out: Path, truth_rows: list[dict], bands: tuple[str, ...]) -> N
         "galmoco.sim truth: mags AB at zero point 30; e = (1-q)/(1+q) of the dominant component"
     )
     for suffix, fmt in ((".fits", "fits"), (".ecsv", "ascii.ecsv")):
-        final = out / f"{TRUTH_NAME}{suffix}"
-        tmp = out / f".{TRUTH_NAME}.part{suffix}"
-        table.write(tmp, format=fmt, overwrite=True)
-        os.replace(tmp, final)
+        with atomic_output(out / f"{TRUTH_NAME}{suffix}") as tmp:
+            table.write(tmp, format=fmt, overwrite=True)
 
 
 def write_positions_manifest(
@@ -364,9 +363,5 @@ def write_positions_manifest(
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     pos = draw_positions(n, rng, size, trimmed_fraction)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     lines = ["ra,dec,id"] + [f"{ra:.6f},{dec:.6f},{des_basename(ra, dec)}" for ra, dec in pos]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")

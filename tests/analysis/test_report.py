@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from html.parser import HTMLParser
 
 import numpy as np
@@ -85,3 +86,14 @@ def test_report_without_dataset_marks_missing_sections(tmp_path, make_run):
     out = build_report([run], tmp_path / "r.html")
     text = out.read_text()
     assert text.count("not available") == 6 and 'id="training"' in text and "objective: ae" in text
+
+
+def test_report_files_follow_the_umask(tmp_path, make_run):
+    run = make_run("run", "ae", 0)
+    old = os.umask(0o002)
+    try:
+        out = build_report([run], tmp_path / "r.html")
+    finally:
+        os.umask(old)
+    figures = list((tmp_path / "r_files").iterdir())
+    assert figures and all(p.stat().st_mode & 0o777 == 0o664 for p in [out, *figures])

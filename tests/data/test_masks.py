@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ from galmoco.data.masks import (
     sky_pixel_weights,
 )
 from galmoco.errors import GalmocoError
+from galmoco.io import store as store_module
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -185,3 +191,72 @@ def test_ensure_sky_masks_bad_stores(tmp_path, tiny_store):
         h5.attrs["complete"] = False
     with pytest.raises(GalmocoError, match="incomplete"):
         ensure_sky_masks(tiny_store, MaskConfig())
+
+
+_HOLDER = "import h5py, sys\nh5 = h5py.File(*sys.argv[1:])\nprint('open', flush=True)\nsys.stdin.readline()\n"
+
+
+def _hold(path, mode: str = "a") -> subprocess.Popen:
+    """Another real process holding the store open (``"a"``: for writing, as one caching its sky masks
+    does; ``"r"``: reading, as a training run does) until a line arrives on its stdin."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "open\n"
+    return proc
+
+
+def _release(proc: subprocess.Popen) -> None:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+
+
+def test_a_run_waits_for_another_process_writing_the_store(tiny_store):
+    holder = _hold(tiny_store)
+    try:
+        threading.Timer(0.3, _release, (holder,)).start()
+        t0 = time.monotonic()
+        dataset = store_module.CutoutDataset(tiny_store, fields=("image",))  # waits, then reads
+        assert time.monotonic() - t0 >= 0.25 and len(dataset) == 6
+        holder.wait(10)
+        holder = _hold(tiny_store)
+        threading.Timer(0.3, _release, (holder,)).start()
+        name = ensure_sky_masks(tiny_store, MaskConfig())  # waits, then computes
+    finally:
+        holder.kill()
+        holder.wait()
+    with h5py.File(tiny_store, "r") as h5:
+        assert np.allclose(h5[name][:], _expected(tiny_store, MaskConfig()))
+
+
+def test_a_store_held_too_long_is_named_in_one_line(tiny_store, monkeypatch):
+    holder = _hold(tiny_store, "r")
+    try:
+        with pytest.raises(GalmocoError, match=r"tiny\.h5: another process has it open \(reading or "
+                                               r"writing\); waited 0.2 s .*cache them before starting runs"):
+            ensure_sky_masks(tiny_store, MaskConfig(), wait_s=0.2)
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = _hold(tiny_store, "a")
+    try:
+        monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.2)
+        with pytest.raises(GalmocoError, match=r"tiny\.h5: another process is writing it; waited 0.2 s"):
+            store_module.CutoutStore(tiny_store)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_processes_caching_the_same_masks_both_succeed(tmp_path, rng):
+    from tests.data.conftest import noisy_stamp, write_store
+    stamps = [noisy_stamp(rng, size=32, amplitude=a) for a in np.linspace(0, 1000, 600)]
+    path = write_store(tmp_path / "s.h5", np.stack([s[0] for s in stamps]), np.stack([s[1] for s in stamps]))
+    code = "import sys\nfrom galmoco.data.masks import MaskConfig, ensure_sky_masks\n" \
+           "print(ensure_sky_masks(sys.argv[1], MaskConfig(), block=16))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-500:] for r in results]
+    assert [r[0].strip() for r in results] == [mask_key(MaskConfig())] * 2
+    with h5py.File(path, "r") as h5:
+        assert list(h5["masks"]) == [mask_key(MaskConfig()).split("/")[1]]

@@ -213,3 +213,102 @@ def test_pad_needs_a_size(tmp_path, writers):
     with pytest.raises(GalmocoError, match="pad needs size"):
         pack_cutouts(tmp_path / "job", tmp_path / "d.h5", pad=True, workers=1)
     assert not list(tmp_path.glob("d.h5*"))
+
+
+def _stuck_pack(tmp_path, out) -> subprocess.Popen:
+    """A real ``galmoco pack`` process stuck reading its first source (a FIFO nobody writes to), so it
+    holds its ``.partial`` before any object is flushed; returned once that file exists."""
+    fifo = tmp_path / "stuck.fits"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "galmoco", "pack", fifo, tmp_path / "job", "-o", out,
+                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 60
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not partial.exists():
+        proc.kill()
+        pytest.fail(f"no {partial} while the pack reads its first source: {proc.communicate()[1]!r}")
+    return proc
+
+
+def test_a_second_pack_on_a_running_output_is_refused_and_harms_nothing(tmp_path, writers, capsys):
+    _job(tmp_path / "job", writers, 3)
+    out = tmp_path / "d.h5"
+    partial = tmp_path / "d.h5.partial"
+    first = _stuck_pack(tmp_path, out)
+    try:
+        inode = partial.stat().st_ino
+        for extra in ([], ["--resume"]):
+            code, _, err = _cli(capsys, tmp_path / "job", "-o", out, "--workers", "1", *extra)
+            assert code == 1 and "d.h5.partial: another galmoco pack is writing this file now" in err, err
+            assert "delete" not in err and partial.stat().st_ino == inode and first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    code, out_text, err = _cli(capsys, tmp_path / "job", "-o", out, "--workers", "1", "--resume")
+    assert code == 0 and "packed 3 objects" in out_text, err
+
+
+def test_sigkill_before_the_first_flush_leaves_a_resumable_partial(tmp_path, writers, capsys):
+    objs = _job(tmp_path / "job", writers, 3)
+    out = tmp_path / "d.h5"
+    first = _stuck_pack(tmp_path, out)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    with h5py.File(tmp_path / "d.h5.partial", "r") as h5:
+        assert h5.attrs["n_written"] == 0 and not h5.attrs["complete"] and "images" not in h5
+    code, stdout, err = _cli(capsys, tmp_path / "job", "-o", out, "--workers", "1", "--resume")
+    assert code == 0 and "packed 3 objects, skipped 0" in stdout, err
+    with CutoutStore(out) as store:
+        assert np.array_equal(store.images[:], np.stack([o["image"] for o in objs]))
+    assert not (tmp_path / "d.h5.partial").exists()
+
+
+def test_without_size_the_most_common_size_decides_not_the_first(tmp_path, writers):
+    edge = writers.des_object(tmp_path / "edge", "DESJedge", shape=(8, 6))  # trimmed at a tile edge
+    _job(tmp_path / "job", writers, 3, shape=(8, 8))
+    result = pack_cutouts([edge["folder"], tmp_path / "job"], tmp_path / "d.h5", workers=1)
+    assert result.n_packed == 3 and [s.id for s in result.skipped] == ["DESJedge"]
+    assert "shape (4, 8, 6) differs from the store's (4, 8, 8)" in result.skipped[0].reason
+    assert list(read_catalog(tmp_path / "d.h5")["id"]) == ["DESJ00000", "DESJ00001", "DESJ00002"]
+    pack_cutouts([edge["folder"], tmp_path / "job" / "DES0001+0001" / "DESJ00001"],
+                 tmp_path / "t.h5", workers=1)  # one each: the larger, untrimmed size wins
+    assert list(read_catalog(tmp_path / "t.h5")["id"]) == ["DESJ00001"]
+
+
+def test_catalog_join_reports_matches_and_fails_when_none_match(tmp_path, writers, capsys):
+    _job(tmp_path / "job", writers, 3)
+    cat = tmp_path / "truth.csv"
+    cat.write_text("id,mag\nDESJ00002,21.5\nDESJ00000,19.0\n")
+    code, out, err = _cli(capsys, tmp_path / "job", "-o", tmp_path / "d.h5", "--workers", "1",
+                          "--catalog", cat)
+    assert code == 0 and "catalogue: 2 of 3 objects matched, 1 unmatched" in out, err
+    cat.write_text("id,mag\nJ0226-1541,21.5\nJ0226-1542,19.0\n")
+    expected = (r"truth\.csv: none of the 3 object ids matches column 'id' \(objects look like 'DESJ00000', "
+                r"the catalogue like 'J0226-1541'\)")
+    with pytest.raises(GalmocoError, match=expected):
+        pack_cutouts(tmp_path / "job", tmp_path / "e.h5", workers=1, catalog=cat)
+    assert not list(tmp_path.glob("e.h5*"))
+
+
+def test_path_lists_with_a_utf8_bom(tmp_path, writers):
+    objs = _job(tmp_path / "job", writers, 2)
+    text_list, csv_list = tmp_path / "list.txt", tmp_path / "list.csv"
+    text_list.write_text(f"{objs[0]['folder']}\n", encoding="utf-8-sig")
+    csv_list.write_text(f"path,note\n{objs[1]['folder']},x\n", encoding="utf-8-sig")
+    result = pack_cutouts([text_list, csv_list], tmp_path / "d.h5", workers=1)
+    assert (result.n_packed, result.skipped) == (2, [])
+
+
+def test_outputs_follow_the_umask(tmp_path, writers):
+    _job(tmp_path / "job", writers, 2)
+    (tmp_path / "job" / "DES0001+0001" / "DESJ00001" / "DESJ00001_g.fits").write_text("garbage")
+    old = os.umask(0o002)
+    try:
+        result = pack_cutouts(tmp_path / "job", tmp_path / "d.h5", workers=1)
+    finally:
+        os.umask(old)
+    assert result.skipped_csv is not None
+    for path in (result.path, result.skipped_csv):
+        assert path.stat().st_mode & 0o777 == 0o664, path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -26,3 +28,13 @@ def test_unknown_suffix_names_the_file(tmp_path):
 def test_scalar_csv_round_trips(tmp_path):
     back = read_table(write_table(Table({"a": [1, 2], "b": ["x", "y"]}), tmp_path / "t.csv"))
     assert list(back["a"]) == [1, 2] and list(back["b"]) == ["x", "y"]
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".csv", ".parquet"])
+def test_written_tables_follow_the_umask(tmp_path, suffix):
+    old = os.umask(0o002)
+    try:
+        path = write_table(Table({"a": [1, 2]}), tmp_path / f"t{suffix}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o664
