@@ -49,7 +49,14 @@ from galmoco.distributed import (
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutDataset, CutoutStore
 from galmoco.models.galaxy import GalaxyModel
-from galmoco.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from galmoco.train.checkpoint import (
+    check_store,
+    load_checkpoint,
+    rng_state,
+    run_contract,
+    save_checkpoint,
+    set_rng_state,
+)
 from galmoco.train.knn import compute_latents, encode_labels, knn_accuracy
 from galmoco.train.objectives import Objective, build_objective
 
@@ -269,6 +276,7 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
+        check_store(state, store_path, ckpt_path)  # the data contract: same bands, size, units
         saved = config_from_dict(state["config"], where=str(ckpt_path))
         config = dataclasses.replace(saved, epochs=config.epochs, device=config.device,
                                      num_workers=config.num_workers, in_memory=config.in_memory,
@@ -288,6 +296,7 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
     if not main:  # rank 0 caches the sky masks in the store first
         dist.barrier()
     config, info = _prepare(config, store_path, world)
+    contract = run_contract(store_path, config).to_dict()
     if main:
         if world > 1:
             dist.barrier()
@@ -333,7 +342,7 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
             "rng": rng_state(generator), "config": config_to_dict(config), "bands": info["bands"],
             "image_size": info["image_size"], "sky_sigma": list(config.sky_sigma),
             "queue_size": info["queue_size"], "galmoco_version": __version__,
-            "world_size": world, "global_batch": global_bs,
+            "world_size": world, "global_batch": global_bs, "contract": contract,
         }
 
     objective.train()
