@@ -32,7 +32,9 @@ from galmoco.io.tables import read_table, table_format, write_table
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "embed_cutouts",
     "embed_store",
+    "embed_table",
     "encode_images",
     "load_checkpoint_model",
     "model_contract",
@@ -117,6 +119,68 @@ def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev
     return out
 
 
+def read_cutouts(paths: Sequence[str | Path], contract: DataContract, pad: bool = True,
+                 allow_size: bool = False) -> tuple[np.ndarray, Table]:
+    """FITS cutouts read as ``galmoco pack`` reads them, checked against a model's contract.
+
+    Args:
+        paths: DESaccess POSDIR folders, band files or Legacy Survey cubes (see
+            :func:`galmoco.io.fits.read_cutout`).
+        contract: the model's; its bands (in order) and stamp size are read, the rest checked.
+        pad: pad cutouts trimmed at a tile edge (weight 0), as ``pack --pad``; else they are an error.
+        allow_size: read each cutout at its own size (all must then share one size).
+
+    Returns:
+        ``(images (N, B, H, W) float32 in the files' flux units, catalogue)`` with the store's columns
+        ``id``, ``ra``, ``dec``, ``source``, ``n_bad_pixels``, ``padded``.
+    """
+    from galmoco.io.fits import read_cutout
+
+    if not paths:
+        raise GalmocoError("no cutout files given")
+    images, rows = [], []
+    for path in paths:
+        size = None if allow_size else contract.stamp_size
+        cut = read_cutout(path, bands=contract.bands, size=size, pad=pad)
+        got = DataContract("".join(cut.bands), cut.image.shape[-2:], cut.pixel_scale, cut.zeropoint,
+                           cut.units)
+        contract.check(got, str(path), allow_size=allow_size)
+        if images and cut.image.shape != images[0].shape:
+            raise GalmocoError(f"{path}: stamp shape {cut.image.shape} differs from {paths[0]}'s "
+                               f"{images[0].shape}; read cutouts of one size at a time")
+        images.append(cut.image)
+        rows.append((cut.id, cut.ra, cut.dec, cut.source, cut.n_bad_pixels, cut.padded))
+    catalog = Table(rows=rows, names=("id", "ra", "dec", "source", "n_bad_pixels", "padded"))
+    return np.stack(images).astype(np.float32), catalog
+
+
+def embed_cutouts(model: torch.nn.Module, paths: Sequence[str | Path], batch_size: int = 256,
+                  device: str | torch.device = "cpu", pad: bool = True, allow_size: bool = False,
+                  transforms: bool = False, with_projection: bool = False) -> Table:
+    """The embeddings table of FITS cutouts, equal to ``galmoco pack`` followed by :func:`embed_store`.
+
+    Args:
+        model: a loaded ``GalaxyModel`` (its contract decides bands, size and the checks).
+        paths: cutout files or DESaccess folders.
+        batch_size: stamps per forward pass.
+        device: where the model runs.
+        pad, allow_size: see :func:`read_cutouts`.
+        transforms, with_projection: extra columns, as in :func:`embed_store`.
+
+    Returns:
+        The catalogue (``id``, ``ra``, ``dec``...) with ``latent`` and the requested extra columns.
+    """
+    dev = resolve_device(device) if isinstance(device, str) else device
+    paths, parts = list(paths), []
+    for start in range(0, max(1, len(paths)), batch_size):
+        images, catalog = read_cutouts(paths[start:start + batch_size], model_contract(model), pad,
+                                       allow_size)
+        for key, value in encode_images(model, images, dev, transforms, with_projection).items():
+            catalog[key] = value
+        parts.append(catalog)
+    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact")
+
+
 def _encode_all(
     model: torch.nn.Module, data: StoreSet, dev: torch.device, transforms: bool, with_projection: bool,
     batch_size: int, rows: range,
@@ -135,6 +199,38 @@ def _encode_all(
             bar.update(images.shape[0])
     return {k: np.concatenate(v).astype(np.float32) if v else np.empty((0, 0), np.float32)
             for k, v in parts.items()}
+
+
+def embed_table(
+    model: torch.nn.Module, stores: Sequence[str | Path], dev: torch.device, batch_size: int = 256,
+    allow_size: bool = False, transforms: bool = False, with_projection: bool = False, source: str = "model",
+    shard: tuple[int, int] = (0, 1),
+) -> Table:
+    """The embeddings table of one or more stores read as one (rows of shard ``(rank, world)`` only).
+
+    Args:
+        model: a loaded ``GalaxyModel``; stores must meet its data contract.
+        stores: store files, read in this order.
+        dev: where the model runs.
+        batch_size, allow_size, transforms, with_projection: see :func:`embed_store`.
+        source: names the model in messages and in the table's ``CKPT`` metadata.
+        shard: ``(rank, world)``: rows ``N*rank//world`` up to ``N*(rank+1)//world``.
+
+    Returns:
+        The catalogue rows with ``latent`` (and the requested extra columns).
+    """
+    rank, world = shard
+    with StoreSet(stores) as data:
+        model_contract(model).check(data.contract, str(data.path), source, allow_size=allow_size)
+        n = len(data)
+        rows = range(n * rank // world, n * (rank + 1) // world)
+        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size, rows)
+        table = Table(data.catalog(rows.start, rows.stop), copy=False)
+    for key, chunks in parts.items():
+        table[key] = chunks
+    # short keys: they become FITS header cards
+    table.meta.update(CKPT=source, STORE=",".join(str(p) for p in stores))
+    return table
 
 
 def embed_store(
@@ -180,16 +276,8 @@ def embed_store(
     source = str(checkpoint) if isinstance(checkpoint, str | Path) else "model"
     model = load_checkpoint_model(checkpoint, dev)
     paths = [store] if isinstance(store, str | Path) else list(store)
-    with StoreSet(paths) as data:
-        model_contract(model).check(data.contract, str(data.path), source, allow_size=allow_size)
-        n = len(data)
-        rows = range(n * env.rank // env.world_size, n * (env.rank + 1) // env.world_size)
-        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size, rows)
-        table = Table(data.catalog(rows.start, rows.stop), copy=False)
-    for key, chunks in parts.items():
-        table[key] = chunks
-    # short keys: they become FITS header cards
-    table.meta.update(CKPT=source, STORE=",".join(str(p) for p in paths))
+    table = embed_table(model, paths, dev, batch_size, allow_size, transforms, with_projection, source,
+                        (env.rank, env.world_size))
     if env.world_size == 1:
         return write_table(table, out)
     write_table(table, shard_path(out, env.rank, env.world_size))
@@ -197,6 +285,8 @@ def embed_store(
 
     dist.barrier()  # every shard is on disk before the manifest names it
     if env.rank == 0:
+        with StoreSet(paths) as data:
+            n = len(data)
         bounds = [n * r // env.world_size for r in range(env.world_size + 1)]
         manifest = Table({"file": [shard_path(out, r, env.world_size).name for r in range(env.world_size)],
                           "first_row": bounds[:-1], "n_rows": np.diff(bounds)})

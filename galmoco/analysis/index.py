@@ -20,16 +20,19 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
-from galmoco.embed import read_embeddings
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_output, atomic_write_text
-from galmoco.io.tables import read_table, write_table
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+# astropy, torch and faiss are imported where they are used: ``import galmoco`` exposes this module's
+# names and must stay light (``galmoco --help`` does not import torch)
 
 __all__ = ["EXACT_LIMIT", "Index", "build_index", "build_index_from_vectors", "import_faiss",
            "neighbour_table", "read_neighbour_table"]
@@ -82,6 +85,7 @@ class Index:
 
     Example:
         >>> import numpy as np, tempfile
+        >>> from astropy.table import Table
         >>> rng = np.random.default_rng(0)
         >>> folder = build_index_from_vectors(rng.normal(size=(500, 8)), Table({"id": np.arange(500)}),
         ...                                   tempfile.mkdtemp() + "/idx")
@@ -101,6 +105,8 @@ class Index:
         self.faiss_index = faiss.read_index(str(self.path / "index.faiss"))
         if self.info["kind"] == "ivf":
             faiss.extract_index_ivf(self.faiss_index).nprobe = int(self.info["nprobe"])
+        from galmoco.io.tables import read_table
+
         self.catalog = read_table(self.path / "catalog.parquet")
         self.metric: str = self.info["metric"]
 
@@ -142,7 +148,7 @@ def _auto_kind(n: int, kind: str) -> str:
 
 def build_index_from_vectors(vectors: np.ndarray, catalog: Table, out_dir: str | Path, metric: str = "l2",
                              kind: str = "auto", target_recall: float = 0.95, seed: int = 0,
-                             sources: Sequence[str] = ()) -> Path:
+                             sources: Sequence[str] = (), column: str = "latent") -> Path:
     """Build and write an index folder for ``(N, D)`` vectors and their catalogue (row i = vector i).
 
     Args:
@@ -154,6 +160,7 @@ def build_index_from_vectors(vectors: np.ndarray, catalog: Table, out_dir: str |
         target_recall: for ``ivf``, the recall@10 against exact search that ``nprobe`` is raised to reach.
         seed: the k-means sample and the recall queries.
         sources: where the vectors came from (recorded in ``info.json``).
+        column: the embeddings column the vectors are (recorded: FITS queries are embedded into it).
 
     Returns:
         ``out_dir``.
@@ -171,7 +178,8 @@ def build_index_from_vectors(vectors: np.ndarray, catalog: Table, out_dir: str |
     kind = _auto_kind(n, kind)
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     rng = np.random.default_rng(seed)
-    info: dict[str, Any] = {"kind": kind, "metric": metric, "n": n, "dim": dim, "sources": list(sources)}
+    info: dict[str, Any] = {"kind": kind, "metric": metric, "n": n, "dim": dim, "column": column,
+                            "sources": list(sources)}
     if kind == "flat":
         index = faiss.IndexFlat(dim, faiss_metric)
         index.add(x)
@@ -191,6 +199,8 @@ def build_index_from_vectors(vectors: np.ndarray, catalog: Table, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "index.faiss") as tmp:
         faiss.write_index(index, str(tmp))
+    from galmoco.io.tables import write_table
+
     write_table(catalog, out / "catalog.parquet")
     atomic_write_text(out / "info.json", json.dumps(info, indent=2) + "\n")
     return out
@@ -229,6 +239,10 @@ def build_index(embeddings: str | Path | Sequence[str | Path], out_dir: str | Pa
     Returns:
         ``out_dir``.
     """
+    from astropy.table import Table, vstack
+
+    from galmoco.embed import read_embeddings
+
     paths = [embeddings] if isinstance(embeddings, str | Path) else list(embeddings)
     tables = []
     for path in paths:
@@ -242,7 +256,7 @@ def build_index(embeddings: str | Path | Sequence[str | Path], out_dir: str | Pa
     stores = [s for t in tables for s in str(t.meta.get("STORE", "")).split(",") if s]
     catalog.meta.update(STORE=",".join(stores), CKPT=str(tables[0].meta.get("CKPT", "")))
     return build_index_from_vectors(np.asarray(table[column]), catalog, out_dir, metric, kind, target_recall,
-                                    seed, sources=[str(p) for p in paths])
+                                    seed, sources=[str(p) for p in paths], column=column)
 
 
 def neighbour_table(index_dir: str | Path, k: int = 10, chunk: int = 10_000) -> Path:

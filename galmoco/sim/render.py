@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from galmoco.errors import GalmocoError
 from galmoco.sim.population import Component, ObjectParams
 
 __all__ = ["ObservingConfig", "sky_sigma_from_depth", "render_stamp", "MASK_SATURATED", "shear_matrix"]
@@ -30,7 +31,10 @@ MASK_SATURATED = 1
 
 # GalSim bundles OpenMP; one thread per worker process is much faster than oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import galsim  # noqa: E402
+try:
+    import galsim
+except ImportError:  # an optional dependency
+    raise GalmocoError("simulating needs GalSim: pip install 'galmoco[sim]'") from None
 
 # Exponential: scale radius = hlr / 1.67835 (GalSim's constant)
 _EXP_HLR_OVER_SCALE = 1.6783469900166605
