@@ -9,9 +9,9 @@ DESaccess cutout folders, ``store_path`` a packed store and ``index_dir`` an ind
 ('griz', (16, 16))
 >>> table = model.embed(fits_paths)            # read, cut and normalised as pack + embed do
 >>> list(table.colnames[:3]), table["latent"].shape
-(['id', 'ra', 'dec'], (3, 8))
+(['id', 'ra', 'dec'], (4, 8))
 >>> model.embed(store_path)["latent"].shape    # a packed store (or a list of stores read as one)
-(3, 8)
+(4, 8)
 >>> images = np.zeros((2, 4, 16, 16), np.float32)
 >>> model.embed(images).shape, model.reconstruct(images).shape
 ((2, 8), (2, 4, 16, 16))
@@ -20,7 +20,7 @@ Traceback (most recent call last):
 ...
 galmoco.errors.GalmocoError: array (2, 3, 16, 16): expected (N, 4 bands griz, H, W) as ... was trained on
 >>> answer = model.neighbours(fits_paths[:1], index_dir, k=2)
->>> list(answer["rank"])
+>>> answer["rank"].tolist()
 [1, 2]
 
 Every call checks the data against the model's data contract (:class:`galmoco.io.contract.DataContract`:
