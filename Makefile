@@ -12,7 +12,7 @@ $(BIN)/python:
 # Reinstall only when setup.cfg or pyproject.toml changed since the last install.
 $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

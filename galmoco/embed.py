@@ -5,29 +5,45 @@ The table holds the store's catalogue (``id``, ``ra``, ``dec`` and every other c
 ``transforms=True``, ``latent_<name>`` for each of the 7 non-identity symmetries of the square and
 the 45-degree turn (:data:`galmoco.data.transforms.PLACEMENT_TRANSFORMS`), the input of similarity
 placement. Table formats: :mod:`galmoco.io.tables`.
+
+The store may be several files read as one dataset (:class:`galmoco.io.storeset.StoreSet`). Under
+``torchrun`` each of the W processes embeds a contiguous shard of the rows and writes its own table,
+``<out stem>.rank<r>-of-<W><suffix>``; rank 0 then writes ``out`` as a manifest table (``file``,
+``first_row``, ``n_rows``) that :func:`read_embeddings` reads as the whole table.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from astropy.table import Table
+from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
-from galmoco.distributed import resolve_device
+from galmoco.distributed import detect_env, init_distributed, resolve_device, teardown
 from galmoco.errors import GalmocoError
-from galmoco.io.store import CutoutStore, read_catalog
+from galmoco.io.contract import DataContract
+from galmoco.io.storeset import StoreSet
 from galmoco.io.tables import read_table, table_format, write_table
 
 __all__ = [
+    "MANIFEST_COLUMNS",
+    "embed_cutouts",
     "embed_store",
+    "embed_table",
+    "encode_images",
     "load_checkpoint_model",
+    "model_contract",
     "read_embeddings",
+    "shard_path",
 ]
+
+#: the columns of a sharded embedding's manifest table
+MANIFEST_COLUMNS = ("file", "first_row", "n_rows")
 
 
 def load_checkpoint_model(checkpoint: str | Path | torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -50,76 +66,230 @@ def load_checkpoint_model(checkpoint: str | Path | torch.nn.Module, device: torc
     return load_model(path, device=str(device)).eval()
 
 
+def model_contract(model: torch.nn.Module) -> DataContract:
+    """A loaded model's data contract (its ``contract`` attribute, set by
+    :func:`galmoco.train.checkpoint.load_model`; else its bands and stamp size)."""
+    contract = getattr(model, "contract", None)
+    return contract if contract is not None else DataContract("".join(model.bands), model.image_size)
+
+
+def shard_path(out: str | Path, rank: int, world: int) -> Path:
+    """The table that rank ``rank`` of ``world`` writes for output ``out``."""
+    out = Path(out)
+    suffix = "".join(out.suffixes[-1:])
+    return out.with_name(f"{out.name[:len(out.name) - len(suffix)]}.rank{rank}-of-{world}{suffix}")
+
+
 def read_embeddings(path: str | Path) -> Table:
-    """Read an embeddings table written by :func:`embed_store` (see :func:`galmoco.io.tables.read_table`)."""
-    return read_table(path)
+    """Read an embeddings table written by :func:`embed_store` (see :func:`galmoco.io.tables.read_table`);
+    a sharded run's manifest is read as the concatenation of its shards, in row order."""
+    table = read_table(path)
+    if tuple(table.colnames) != MANIFEST_COLUMNS:
+        return table
+    parts = []
+    for row in table:
+        part = read_table(Path(path).parent / str(row["file"]))
+        if len(part) != int(row["n_rows"]):
+            raise GalmocoError(f"{path}: shard {row['file']} has {len(part)} rows, the manifest says "
+                               f"{int(row['n_rows'])}")
+        parts.append(part)
+    out = vstack(parts, join_type="exact", metadata_conflicts="silent")
+    out.meta.update(parts[0].meta)
+    return out
+
+
+def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev: torch.device,
+                  transforms: bool = False, with_projection: bool = False) -> dict[str, np.ndarray]:
+    """One batch of ``(N, B, H, W)`` stamps in the store's flux units; column name -> float32 ``(N, D)``.
+
+    Runs under ``torch.inference_mode`` (bf16 autocast on CUDA).
+    """
+    cuda = dev.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    out: dict[str, np.ndarray] = {}
+    with torch.inference_mode(), autocast:
+        images = torch.as_tensor(images).to(dev)
+        latent = model.encode(images)
+        out["latent"] = latent.float().cpu().numpy()
+        if with_projection:
+            out["projection"] = model.project(latent).float().cpu().numpy()
+        if transforms:
+            for t in PLACEMENT_TRANSFORMS:
+                out[f"latent_{t}"] = model.encode(apply_transform(images, t)).float().cpu().numpy()
+    return out
+
+
+def read_cutouts(paths: Sequence[str | Path], contract: DataContract, pad: bool = True,
+                 allow_size: bool = False) -> tuple[np.ndarray, Table]:
+    """FITS cutouts read as ``galmoco pack`` reads them, checked against a model's contract.
+
+    Args:
+        paths: DESaccess POSDIR folders, band files or Legacy Survey cubes (see
+            :func:`galmoco.io.fits.read_cutout`).
+        contract: the model's; its bands (in order) and stamp size are read, the rest checked.
+        pad: pad cutouts trimmed at a tile edge (weight 0), as ``pack --pad``; else they are an error.
+        allow_size: read each cutout at its own size (all must then share one size).
+
+    Returns:
+        ``(images (N, B, H, W) float32 in the files' flux units, catalogue)`` with the store's columns
+        ``id``, ``ra``, ``dec``, ``source``, ``n_bad_pixels``, ``padded``.
+    """
+    from galmoco.io.fits import read_cutout
+
+    if not paths:
+        raise GalmocoError("no cutout files given")
+    images, rows = [], []
+    for path in paths:
+        size = None if allow_size else contract.stamp_size
+        cut = read_cutout(path, bands=contract.bands, size=size, pad=pad)
+        got = DataContract("".join(cut.bands), cut.image.shape[-2:], cut.pixel_scale, cut.zeropoint,
+                           cut.units)
+        contract.check(got, str(path), allow_size=allow_size)
+        if images and cut.image.shape != images[0].shape:
+            raise GalmocoError(f"{path}: stamp shape {cut.image.shape} differs from {paths[0]}'s "
+                               f"{images[0].shape}; read cutouts of one size at a time")
+        images.append(cut.image)
+        rows.append((cut.id, cut.ra, cut.dec, cut.source, cut.n_bad_pixels, cut.padded))
+    catalog = Table(rows=rows, names=("id", "ra", "dec", "source", "n_bad_pixels", "padded"))
+    return np.stack(images).astype(np.float32), catalog
+
+
+def embed_cutouts(model: torch.nn.Module, paths: Sequence[str | Path], batch_size: int = 256,
+                  device: str | torch.device = "cpu", pad: bool = True, allow_size: bool = False,
+                  transforms: bool = False, with_projection: bool = False) -> Table:
+    """The embeddings table of FITS cutouts, equal to ``galmoco pack`` followed by :func:`embed_store`.
+
+    Args:
+        model: a loaded ``GalaxyModel`` (its contract decides bands, size and the checks).
+        paths: cutout files or DESaccess folders.
+        batch_size: stamps per forward pass.
+        device: where the model runs.
+        pad, allow_size: see :func:`read_cutouts`.
+        transforms, with_projection: extra columns, as in :func:`embed_store`.
+
+    Returns:
+        The catalogue (``id``, ``ra``, ``dec``...) with ``latent`` and the requested extra columns.
+    """
+    dev = resolve_device(device) if isinstance(device, str) else device
+    paths, parts = list(paths), []
+    for start in range(0, max(1, len(paths)), batch_size):
+        images, catalog = read_cutouts(paths[start:start + batch_size], model_contract(model), pad,
+                                       allow_size)
+        for key, value in encode_images(model, images, dev, transforms, with_projection).items():
+            catalog[key] = value
+        parts.append(catalog)
+    return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact")
 
 
 def _encode_all(
-    model: torch.nn.Module, data: CutoutStore, dev: torch.device, transforms: bool, with_projection: bool,
-    batch_size: int,
+    model: torch.nn.Module, data: StoreSet, dev: torch.device, transforms: bool, with_projection: bool,
+    batch_size: int, rows: range,
 ) -> dict[str, np.ndarray]:
-    """Encode a :class:`~galmoco.io.store.CutoutStore` in contiguous slices; column name -> (N, D)."""
-    n = len(data)
-    if n == 0:
+    """Encode rows ``rows`` of a :class:`~galmoco.io.storeset.StoreSet` in contiguous slices; column
+    name -> (N, D)."""
+    if len(data) == 0:
         raise GalmocoError(f"{data.path}: the store holds no stamps")
     names = ("latent",) + (tuple(f"latent_{t}" for t in PLACEMENT_TRANSFORMS) if transforms else ())
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names + (("projection",) if with_projection else ())}
-    cuda = dev.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    with torch.inference_mode(), autocast, tqdm(total=n, desc="embed", unit="img", disable=None) as bar:
-        for start in range(0, n, batch_size):
-            images = torch.from_numpy(data.read_batch(np.arange(start, min(n, start + batch_size)))).to(dev)
-            latent = model.encode(images)
-            parts["latent"].append(latent.float().cpu().numpy())
-            if with_projection:
-                parts["projection"].append(model.project(latent).float().cpu().numpy())
-            if transforms:
-                for t in PLACEMENT_TRANSFORMS:
-                    copies = model.encode(apply_transform(images, t))
-                    parts[f"latent_{t}"].append(copies.float().cpu().numpy())
+    with tqdm(total=len(rows), desc="embed", unit="img", disable=None) as bar:
+        for start in range(rows.start, rows.stop, batch_size):
+            images = data.read_rows(start, min(rows.stop, start + batch_size))
+            for key, value in encode_images(model, images, dev, transforms, with_projection).items():
+                parts[key].append(value)
             bar.update(images.shape[0])
-    return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+    return {k: np.concatenate(v).astype(np.float32) if v else np.empty((0, 0), np.float32)
+            for k, v in parts.items()}
+
+
+def embed_table(
+    model: torch.nn.Module, stores: Sequence[str | Path], dev: torch.device, batch_size: int = 256,
+    allow_size: bool = False, transforms: bool = False, with_projection: bool = False, source: str = "model",
+    shard: tuple[int, int] = (0, 1),
+) -> Table:
+    """The embeddings table of one or more stores read as one (rows of shard ``(rank, world)`` only).
+
+    Args:
+        model: a loaded ``GalaxyModel``; stores must meet its data contract.
+        stores: store files, read in this order.
+        dev: where the model runs.
+        batch_size, allow_size, transforms, with_projection: see :func:`embed_store`.
+        source: names the model in messages and in the table's ``CKPT`` metadata.
+        shard: ``(rank, world)``: rows ``N*rank//world`` up to ``N*(rank+1)//world``.
+
+    Returns:
+        The catalogue rows with ``latent`` (and the requested extra columns).
+    """
+    rank, world = shard
+    with StoreSet(stores) as data:
+        model_contract(model).check(data.contract, str(data.path), source, allow_size=allow_size)
+        n = len(data)
+        rows = range(n * rank // world, n * (rank + 1) // world)
+        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size, rows)
+        table = Table(data.catalog(rows.start, rows.stop), copy=False)
+    for key, chunks in parts.items():
+        table[key] = chunks
+    # short keys: they become FITS header cards
+    table.meta.update(CKPT=source, STORE=",".join(str(p) for p in stores))
+    return table
 
 
 def embed_store(
     checkpoint: str | Path | torch.nn.Module,
-    store: str | Path,
+    store: str | Path | Sequence[str | Path],
     out: str | Path,
     transforms: bool = False,
     with_projection: bool = False,
     batch_size: int = 256,
     device: str = "auto",
+    allow_size: bool = False,
 ) -> Path:
     """Encode every stamp of a packed store and write the catalogue plus latent vectors.
 
-    Reads the store in sorted contiguous slices of ``batch_size`` (memory is bounded by one batch),
-    encodes under ``torch.inference_mode`` (bf16 autocast on CUDA), and writes atomically.
+    Reads the store in contiguous slices of ``batch_size`` (memory is bounded by one batch and the
+    output columns), encodes under ``torch.inference_mode`` (bf16 autocast on CUDA), and writes
+    atomically. The store must hold the data the model was trained on (its data contract: bands in
+    order, stamp size, units, zero point, pixel scale). Under ``torchrun`` each process embeds one
+    contiguous shard (see the module docstring).
 
     Args:
         checkpoint: checkpoint file, run directory or loaded ``GalaxyModel``.
-        store: packed HDF5 dataset (``galmoco pack`` / ``galmoco simulate``).
+        store: packed HDF5 dataset (``galmoco pack`` / ``galmoco simulate``), or several read as one.
         out: output table; ``.parquet``, ``.fits`` or ``.h5``.
         transforms: also encode the 7 flipped/rotated copies (``latent_<name>`` columns).
         with_projection: also write the projection head's output (``projection``).
         batch_size: stamps per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        allow_size: accept stamps of another size than the model was trained on.
 
     Returns:
-        The output path.
+        The output path (under ``torchrun``: the manifest).
+
+    Raises:
+        GalmocoError: a bad option, an unreadable store, or data that breaks the model's contract.
     """
     out = Path(out)
     table_format(out, vectors=True)
     if batch_size < 1:
         raise GalmocoError(f"--batch-size must be positive, got {batch_size}")
-    dev = resolve_device(device)
-    model = load_checkpoint_model(checkpoint, dev)
-    with CutoutStore(store) as data:
-        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size)
-    table = Table(read_catalog(store), copy=False)
-    for key, chunks in parts.items():
-        table[key] = chunks
-    # short keys: they become FITS header cards
+    env = detect_env()
+    dev = init_distributed(device).device if env.world_size > 1 else resolve_device(device)
     source = str(checkpoint) if isinstance(checkpoint, str | Path) else "model"
-    table.meta.update(CKPT=source, STORE=str(store))
-    return write_table(table, out)
+    model = load_checkpoint_model(checkpoint, dev)
+    paths = [store] if isinstance(store, str | Path) else list(store)
+    table = embed_table(model, paths, dev, batch_size, allow_size, transforms, with_projection, source,
+                        (env.rank, env.world_size))
+    if env.world_size == 1:
+        return write_table(table, out)
+    write_table(table, shard_path(out, env.rank, env.world_size))
+    import torch.distributed as dist
+
+    dist.barrier()  # every shard is on disk before the manifest names it
+    if env.rank == 0:
+        with StoreSet(paths) as data:
+            n = len(data)
+        bounds = [n * r // env.world_size for r in range(env.world_size + 1)]
+        manifest = Table({"file": [shard_path(out, r, env.world_size).name for r in range(env.world_size)],
+                          "first_row": bounds[:-1], "n_rows": np.diff(bounds)})
+        write_table(manifest, out)
+    teardown()
+    return out

@@ -78,7 +78,9 @@ def _l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Every entry is a float32 sum of ``D`` float32 terms ``|a_d - b_d|``, so its error is at most about
     ``D * 2**-24`` times the distance, whatever order the kernel sums in.
     """
-    import faiss  # heavy import, needed only for L1
+    from galmoco.analysis.index import import_faiss  # heavy and optional, needed only for L1
+
+    faiss = import_faiss()
 
     return faiss.pairwise_distances(_as_array(a), _as_array(b), faiss.METRIC_L1)
 

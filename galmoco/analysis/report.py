@@ -29,9 +29,10 @@ from galmoco.analysis.rundir import (
 )
 from galmoco.data.masks import MaskConfig
 from galmoco.distributed import resolve_device
-from galmoco.embed import load_checkpoint_model
+from galmoco.embed import load_checkpoint_model, model_contract
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_write_text
+from galmoco.io.contract import read_store_contract
 from galmoco.io.store import CutoutStore
 from galmoco.io.tables import read_table, write_table
 
@@ -163,6 +164,7 @@ def build_report(
         examples = np.sort(rng.choice(n, size=min(n_examples, n), replace=False))
         for label, r in zip(labels, runs, strict=True):
             model = load_checkpoint_model(r, dev)
+            model_contract(model).check(read_store_contract(store), str(store), str(r))
             _run_figures(label, r, model, store, bands, examples, fig_dir, body, metric, colour_column,
                          probe_columns, n_queries, n_neighbours, seed)
     else:

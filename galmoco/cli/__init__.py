@@ -29,6 +29,9 @@ COMMANDS = {
     "probe": "galmoco.cli.analysis:probe",
     "report": "galmoco.cli.analysis:report",
     "demo": "galmoco.cli.demo:demo",
+    "index": "galmoco.cli.search:index",
+    "search": "galmoco.cli.search:search",
+    "explore": "galmoco.cli.explore:explore",
 }
 
 #: one-line help shown by ``galmoco --help`` without importing the command modules
@@ -42,6 +45,9 @@ SUMMARIES = {
     "probe": "Linear and kNN probes from latent vectors to catalogue columns.",
     "report": "One self-contained HTML report comparing training runs.",
     "demo": "The main job end to end on a simulated survey.",
+    "index": "Build a similarity-search index of embeddings (and every galaxy's neighbours).",
+    "search": "The most similar galaxies to an id, a sky position or a FITS cutout.",
+    "explore": "One self-contained HTML page to explore the latent space interactively.",
 }
 
 

@@ -16,7 +16,8 @@ _DEFAULTS = {k: p.default for k, p in inspect.signature(embed_store).parameters.
 
 @click.command("embed")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output table: .parquet, .fits or .h5.")
 @click.option("--transforms", is_flag=True, help="Also embed the 7 flipped/rotated copies and the 45-degree "
@@ -26,9 +27,16 @@ _DEFAULTS = {k: p.default for k, p in inspect.signature(embed_store).parameters.
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS["batch_size"], show_default=True,
               help="Stamps per forward pass.")
 @click.option("--device", default=_DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
-def embed(checkpoint: Path, dataset: Path, out: Path, transforms: bool, with_projection: bool,
-          batch_size: int, device: str) -> None:
-    """Write the latent vectors of a packed DATASET.h5 with CHECKPOINT (a .pt file or a run directory)."""
-    path = embed_store(checkpoint, dataset, out, transforms=transforms, with_projection=with_projection,
-                       batch_size=batch_size, device=device)
+@click.option("--allow-size", is_flag=True, help="Accept stamps of another size than the model was trained "
+              "on (bands, units, zero point and pixel scale must still match).")
+def embed(checkpoint: Path, dataset: tuple[Path, ...], out: Path, transforms: bool, with_projection: bool,
+          batch_size: int, device: str, allow_size: bool) -> None:
+    """Write the latent vectors of packed DATASET.h5 files (read as one dataset, in the order given) with
+    CHECKPOINT (a .pt file or a run directory).
+
+    Under torchrun each process embeds a contiguous shard and writes OUT's stem plus .rank<r>-of-<W>;
+    OUT is then a manifest table that every galmoco command reads as the whole table.
+    """
+    path = embed_store(checkpoint, list(dataset), out, transforms=transforms, with_projection=with_projection,
+                       batch_size=batch_size, device=device, allow_size=allow_size)
     click.echo(f"wrote {path}")

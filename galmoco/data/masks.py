@@ -28,7 +28,6 @@ from typing import TypeVar
 
 import h5py
 import numpy as np
-import sep
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -130,6 +129,11 @@ def segmentation_sky(image: np.ndarray, weight: np.ndarray | None, config: MaskC
     Returns:
         ``(H, W)`` bool, True on sky (no-data pixels included).
     """
+    try:
+        import sep  # an optional dependency: the core trains without it on the other mask rules
+    except ImportError:
+        raise GalmocoError("the segmentation sky mask needs sep: pip install 'galmoco[sim]', or choose "
+                           "another mask rule") from None
     det, nodata = _detection_image(image, weight)
     h, w = det.shape
     bkg = sep.Background(det, mask=nodata, bw=w, bh=h, fw=1, fh=1)

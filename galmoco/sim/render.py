@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from galmoco.errors import GalmocoError
 from galmoco.sim.population import Component, ObjectParams
 from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
@@ -31,7 +32,10 @@ MASK_SATURATED = 1
 
 # GalSim bundles OpenMP; one thread per worker process is much faster than oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import galsim  # noqa: E402
+try:
+    import galsim
+except ImportError:  # an optional dependency
+    raise GalmocoError("simulating needs GalSim: pip install 'galmoco[sim]'") from None
 
 # Exponential: scale radius = hlr / 1.67835 (GalSim's constant)
 _EXP_HLR_OVER_SCALE = 1.6783469900166605

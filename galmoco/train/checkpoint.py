@@ -9,11 +9,15 @@ A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts:
   interrupted epoch, 0 after a full epoch);
 - ``rng``: torch (CPU and CUDA), numpy, python and augmentation-generator states (see :func:`rng_state`);
 - ``config``: the TrainConfig as a dict; ``bands`` (str), ``image_size`` (int), ``sky_sigma`` (list),
-  ``queue_size`` (int), ``galmoco_version`` (str).
+  ``queue_size`` (int), ``galmoco_version`` (str);
+- ``contract``: the :class:`~galmoco.io.contract.DataContract` of the training data as a dict (bands
+  in order, stamp size, pixel scale, units, zero point, normalisation, sky sigma). Checkpoints written
+  before it existed still load: :func:`checkpoint_contract` derives what it can and warns.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -22,12 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from galmoco.config import config_from_dict
+from galmoco.config import TrainConfig, config_from_dict, config_to_dict
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_output
+from galmoco.io.contract import DataContract, read_store_contract
 from galmoco.models.galaxy import GalaxyModel
 
-__all__ = ["load_checkpoint", "load_model", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["check_store", "checkpoint_contract", "load_checkpoint", "load_model", "rng_state", "run_contract",
+           "save_checkpoint", "set_rng_state"]
+
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -49,8 +57,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise GalmocoError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise GalmocoError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # unpickling errors come in many types, some with paragraphs of advice
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise GalmocoError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise GalmocoError(f"{path}: not a galmoco checkpoint (no model/config entries)")
     # checkpoints written before model.frame existed were trained on stamps as given
@@ -59,13 +68,42 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> GalaxyModel:
-    """The trained :class:`GalaxyModel` of a checkpoint, on ``device``, in eval mode."""
+    """The trained :class:`GalaxyModel` of a checkpoint, on ``device``, in eval mode.
+
+    The model's ``contract`` attribute holds its :class:`~galmoco.io.contract.DataContract`.
+    """
     state = load_checkpoint(path)
     config = config_from_dict(state["config"], where=str(path))
     model = GalaxyModel(config, tuple(state["bands"]), state["image_size"], state["sky_sigma"])
     # a split-BN encoder has plain BN's state-dict keys and is plain BN in eval mode: no conversion
     model.load_state_dict(state["model"])
+    model.contract = checkpoint_contract(state, path)
     return model.to(device).eval()
+
+
+def run_contract(store_path: str | os.PathLike, config: TrainConfig) -> DataContract:
+    """The contract a run records: the store's, plus the run's normalisation and sky sigma."""
+    return read_store_contract(store_path).trained_with(config_to_dict(config.normalize), config.sky_sigma)
+
+
+def checkpoint_contract(state: dict[str, Any], where: str | os.PathLike) -> DataContract:
+    """The data contract of a loaded checkpoint; for one written before contracts existed, the bands,
+    stamp size, normalisation and sky sigma it does record (pixel scale, units and zero point unknown,
+    with a warning)."""
+    if "contract" in state:
+        return DataContract.from_dict(state["contract"])
+    log.warning("%s records no data contract (written by galmoco %s): checking bands and stamp size only",
+                where, state.get("galmoco_version", "before 0.1"))
+    return DataContract(bands=state["bands"], stamp_size=int(state["image_size"]),
+                        normalize=state["config"].get("normalize"), sky_sigma=tuple(state["sky_sigma"]))
+
+
+def check_store(state: dict[str, Any], store_path: str | os.PathLike, where: str | os.PathLike,
+                allow_size: bool = False) -> None:
+    """Raise a one-line :class:`GalmocoError` unless the store holds the data the checkpoint was trained on
+    (see :meth:`DataContract.check <galmoco.io.contract.DataContract.check>`)."""
+    checkpoint_contract(state, where).check(read_store_contract(store_path), str(store_path), str(where),
+                                            allow_size=allow_size)
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from galmoco.distributed import (
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutDataset
 from galmoco.train.build import DataPlan, Parts, build_parts, prepare_data, restore_parts
-from galmoco.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from galmoco.train.checkpoint import check_store, load_checkpoint, rng_state, run_contract, save_checkpoint
 from galmoco.train.monitor import knn_monitor, log_reconstructions
 from galmoco.train.run_folder import RunLock, provenance, read_metrics, record_provenance, write_metrics
 
@@ -163,7 +163,7 @@ def train(config: TrainConfig, store_path: str | os.PathLike, run_dir: str | os.
 def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -> RunResult:
     from torch.utils.tensorboard import SummaryWriter
 
-    config, state = _run_config(config, run_dir, resume)
+    config, state = _run_config(config, store_path, run_dir, resume)
     device = _join(config)
     config, plan = _prepare(config, store_path, run_dir, device, resume)
     run = _assemble(config, plan, store_path, run_dir, device, state)
@@ -185,12 +185,15 @@ def _train(config: TrainConfig, store_path: Path, run_dir: Path, resume: bool) -
     return RunResult(run_dir, run.checkpoint_path, run.epoch, run.step, run.rows, final)
 
 
-def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, dict | None]:
-    """The validated config of this run and, on ``resume``, the checkpoint it continues."""
+def _run_config(config: TrainConfig, store_path: Path, run_dir: Path,
+                resume: bool) -> tuple[TrainConfig, dict | None]:
+    """The validated config of this run and, on ``resume``, the checkpoint it continues (checked against
+    the store's data contract: same bands in order, stamp size, units)."""
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
+        check_store(state, store_path, ckpt_path)
         saved = config_from_dict(state["config"], where=str(ckpt_path))
         config = dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUME_SETTINGS})
     elif ckpt_path.exists():
@@ -373,4 +376,5 @@ def _checkpoint_state(run: _Run) -> dict[str, Any]:
         "image_size": plan.image_size, "sky_sigma": list(config.sky_sigma),
         "queue_size": plan.queue_size, "galmoco_version": __version__,
         "world_size": world_size(), "global_batch": plan.global_batch,
+        "contract": run_contract(run.store_path, config).to_dict(),
     }
