@@ -34,6 +34,7 @@ __all__ = [
     "RECON_TARGETS",
     "ModelConfig",
     "BankConfig",
+    "GalaxyModelConfig",
     "MocoConfig",
     "OptimConfig",
     "TrainConfig",
@@ -92,6 +93,31 @@ class ModelConfig:
     head: str = "linear"
     proj_dim: int = 128
     frame: str = "d4"
+
+
+@dataclass
+class GalaxyModelConfig:
+    """What :class:`~galmoco.models.GalaxyModel` is built from: the network, the flux normalisation and
+    which parts it has. No optimiser, augmentation or data settings, so an inference model is built
+    from this alone; a run's is :meth:`TrainConfig.model_config` (also for checkpoints, which hold the
+    full TrainConfig).
+
+    Attributes:
+        model: the network's shape.
+        normalize: raw flux to network input.
+        projects: whether there is a projection head (MoCo's objectives and ``insdis``).
+        reconstructs: whether there is a decoder (``ae``, ``moco-ae``).
+        views: ``cmc``'s band groups (``"gr,iz"``): one encoder per group, latents concatenated;
+            ``None``: one encoder reading every band.
+        objective: the objective the model was trained with, for messages (``None``: not known).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    projects: bool = False
+    reconstructs: bool = True
+    views: str | None = None
+    objective: str | None = None
 
 
 @dataclass
@@ -249,6 +275,14 @@ class TrainConfig:
     def reconstructs(self) -> bool:
         """Whether the objective has a decoder."""
         return self.objective in ("ae", "moco-ae")
+
+    def model_config(self) -> GalaxyModelConfig:
+        """The model part of this configuration: the network, normalisation and the objective's heads."""
+        return GalaxyModelConfig(model=dataclasses.replace(self.model),
+                                 normalize=dataclasses.replace(self.normalize), projects=self.projects,
+                                 reconstructs=self.reconstructs,
+                                 views=self.bank.views if self.objective == "cmc" else None,
+                                 objective=self.objective)
 
     def validate(self) -> TrainConfig:
         """Check values; returns ``self``. Raises GalmocoError naming the option."""
