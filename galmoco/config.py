@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from galmoco.config_dict import config_to_dict, config_value, dataclass_from_dict
 from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
 from galmoco.data.normalize import NormalizeConfig
@@ -34,6 +35,7 @@ __all__ = [
     "RECON_TARGETS",
     "ModelConfig",
     "BankConfig",
+    "GalaxyModelConfig",
     "MocoConfig",
     "OptimConfig",
     "TrainConfig",
@@ -92,6 +94,31 @@ class ModelConfig:
     head: str = "linear"
     proj_dim: int = 128
     frame: str = "d4"
+
+
+@dataclass
+class GalaxyModelConfig:
+    """What :class:`~galmoco.models.GalaxyModel` is built from: the network, the flux normalisation and
+    which parts it has. No optimiser, augmentation or data settings, so an inference model is built
+    from this alone; a run's is :meth:`TrainConfig.model_config` (also for checkpoints, which hold the
+    full TrainConfig).
+
+    Attributes:
+        model: the network's shape.
+        normalize: raw flux to network input.
+        projects: whether there is a projection head (MoCo's objectives and ``insdis``).
+        reconstructs: whether there is a decoder (``ae``, ``moco-ae``).
+        views: ``cmc``'s band groups (``"gr,iz"``): one encoder per group, latents concatenated;
+            ``None``: one encoder reading every band.
+        objective: the objective the model was trained with, for messages (``None``: not known).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    projects: bool = False
+    reconstructs: bool = True
+    views: str | None = None
+    objective: str | None = None
 
 
 @dataclass
@@ -250,6 +277,14 @@ class TrainConfig:
         """Whether the objective has a decoder."""
         return self.objective in ("ae", "moco-ae")
 
+    def model_config(self) -> GalaxyModelConfig:
+        """The model part of this configuration: the network, normalisation and the objective's heads."""
+        return GalaxyModelConfig(model=dataclasses.replace(self.model),
+                                 normalize=dataclasses.replace(self.normalize), projects=self.projects,
+                                 reconstructs=self.reconstructs,
+                                 views=self.bank.views if self.objective == "cmc" else None,
+                                 objective=self.objective)
+
     def validate(self) -> TrainConfig:
         """Check values; returns ``self``. Raises GalmocoError naming the option."""
         checks = [
@@ -295,13 +330,6 @@ def _one_of(values: tuple[str, ...]) -> str:
     return f"one of {', '.join(values)}"
 
 
-def config_value(config: Any, dotted: str) -> Any:
-    """The value of a dotted field (``"optim.lr"``) of a (nested) config dataclass."""
-    for part in dotted.split("."):
-        config = getattr(config, part)
-    return config
-
-
 def auto_queue_size(n_train: int, batch_size: int, default: int = DEFAULT_QUEUE_SIZE) -> int:
     """The default queue size: ``min(default, largest multiple of batch_size <= n_train / 2)``, at least
     one batch.
@@ -314,67 +342,14 @@ def auto_queue_size(n_train: int, batch_size: int, default: int = DEFAULT_QUEUE_
     return max(batch_size, min(default, (n_train // 2 // batch_size) * batch_size))
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass as nested dicts of YAML/torch-safe primitives (tuples become lists)."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(config)
-
-
 def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "config") -> Any:
-    """Build a (nested) config dataclass from a dict; missing keys keep their defaults.
-
-    Args:
-        data: mapping as written by :func:`config_to_dict` (or a hand-written YAML file).
-        cls: dataclass to build.
-        where: name of the source for error messages (a file name).
+    """Build a (nested) config dataclass, by default a :class:`TrainConfig`, from a dict; missing keys
+    keep their defaults (see :func:`galmoco.config_dict.dataclass_from_dict`).
 
     Raises:
-        GalmocoError: naming unknown keys (with their dotted path) and the valid ones.
+        GalmocoError: naming unknown keys (with their dotted path) and the valid ones, or a wrong type.
     """
-    return _build(cls, data, where, "")
-
-
-def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise GalmocoError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
-    defaults = cls()
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise GalmocoError(
-            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"valid keys{' under ' + prefix.rstrip('.') if prefix else ''} are {', '.join(names)}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        default = getattr(defaults, key)
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, where, f"{prefix}{key}.")
-        else:
-            value = _check_type(value, default, where, prefix + key)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _check_type(value: Any, default: Any, where: str, name: str) -> Any:
-    """``value`` converted to the kind of ``default`` (lists to tuples, ints to floats), or GalmocoError."""
-    if isinstance(value, list):
-        value = tuple(value)
-    if default is None or value is None:
-        return value
-    kind = type(default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-        return value
-    raise GalmocoError(f"{where}: {name} must be {kind.__name__}, got {value!r}")
+    return dataclass_from_dict(cls, data, where)
 
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

@@ -34,13 +34,14 @@ def parse_bands(bands: str | Sequence[str], option: str = "bands") -> tuple[str,
 
     Args:
         bands: the band names, in the order wanted.
-        option: how the error names the setting (``"--bands"``, ``"bands="``...).
+        option: how the error names the setting (``"--bands"``, or ``"bands="`` for a keyword argument).
 
     Raises:
         GalmocoError: for an empty list, an unknown band or a repeated one.
     """
     out = tuple(b.lower() for b in bands)
     if not out or any(b not in BAND_ORDER for b in out) or len(set(out)) != len(out):
-        raise GalmocoError(f"{option} {''.join(bands)!r}: give distinct letters from {BAND_ORDER!r}, "
+        sep = "" if option.endswith("=") else " "
+        raise GalmocoError(f"{option}{sep}{''.join(bands)!r}: give distinct letters from {BAND_ORDER!r}, "
                            "e.g. 'griz'")
     return out

@@ -7,4 +7,11 @@ Modules: :mod:`~galmoco.analysis.placement` (exact ranks of transformed copies),
 :mod:`~galmoco.analysis.report` (the HTML report).
 """
 
-__all__: list[str] = []
+from galmoco.analysis.neighbours import nearest_neighbours
+from galmoco.analysis.placement import placement_ranks, placement_summary, placement_table
+from galmoco.analysis.probes import run_probes
+from galmoco.analysis.reconstruction import reconstruction_errors
+from galmoco.analysis.report import build_report
+
+__all__ = ["build_report", "nearest_neighbours", "placement_ranks", "placement_summary", "placement_table",
+           "reconstruction_errors", "run_probes"]

@@ -7,3 +7,11 @@
 
 See ``docs/data.md``.
 """
+
+from galmoco.data.augment import AugmentConfig, GalaxyAugment
+from galmoco.data.masks import MaskConfig, ensure_sky_masks, pixel_weights
+from galmoco.data.normalize import NormalizeConfig, Normalizer, estimate_store_sky_sigma
+from galmoco.data.transforms import SYMMETRIES, TRANSFORMS, apply_symmetry
+
+__all__ = ["SYMMETRIES", "TRANSFORMS", "AugmentConfig", "GalaxyAugment", "MaskConfig", "NormalizeConfig",
+           "Normalizer", "apply_symmetry", "ensure_sky_masks", "estimate_store_sky_sigma", "pixel_weights"]

@@ -1,22 +1,18 @@
-"""FITS cutouts in, one packed HDF5 store out, and read access to it.
+"""FITS cutouts in, one packed HDF5 store out, read access to it, and the table files of the pipeline.
 
-``galmoco.io.fits`` reads one object's cutout (DESaccess, Legacy Survey, ``.fits.fz``);
-``galmoco.io.pack`` packs many into a store; ``galmoco.io.store`` reads the store (and provides the
-torch Dataset). Names are imported lazily so ``import galmoco.io`` does not import torch.
+- :mod:`galmoco.io.sources`: which files make up one object's cutout (DESaccess POSDIR folders,
+  Legacy Survey cubes) and its id;
+- :mod:`galmoco.io.fits`: reads one object's cutout (DESaccess, Legacy Survey, ``.fits.fz``);
+- :mod:`galmoco.io.pack`: packs many into a store;
+- :mod:`galmoco.io.store`: reads the store (and provides the torch Dataset);
+- :mod:`galmoco.io.tables`: catalogue and embedding tables (parquet, FITS, HDF5, CSV).
 """
 
-from __future__ import annotations
-
-import importlib
+from galmoco.io.fits import Cutout, read_cutout
+from galmoco.io.pack import PackResult, pack_cutouts
+from galmoco.io.sources import find_cutouts
+from galmoco.io.store import CutoutDataset, CutoutStore, read_catalog, write_store
+from galmoco.io.tables import read_table, write_table
 
 __all__ = ["Cutout", "CutoutDataset", "CutoutStore", "PackResult", "find_cutouts", "pack_cutouts",
-           "read_catalog", "read_cutout"]
-
-_HOME = {"Cutout": "fits", "find_cutouts": "fits", "read_cutout": "fits", "PackResult": "pack",
-         "pack_cutouts": "pack", "CutoutDataset": "store", "CutoutStore": "store", "read_catalog": "store"}
-
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'galmoco.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"galmoco.io.{_HOME[name]}"), name)
+           "read_catalog", "read_cutout", "read_table", "write_store", "write_table"]

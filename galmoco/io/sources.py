@@ -10,11 +10,12 @@ import re
 from pathlib import Path
 
 from galmoco.errors import GalmocoError
+from galmoco.surveys import BAND_ORDER
 
 __all__ = ["DES_FILE", "FITS_SUFFIXES", "cutout_id", "des_band_files", "find_cutouts", "is_fits_path"]
 
 #: a DESaccess band file name: ``<BASENAME>_<band>.fits`` (also ``.fit``, ``.fz``, ``.gz``)
-DES_FILE = re.compile(r"^(?P<base>.+)_(?P<band>[grizy])\.(?:fits|fit)(?:\.fz|\.gz)?$")
+DES_FILE = re.compile(rf"^(?P<base>.+)_(?P<band>[{BAND_ORDER}])\.(?:fits|fit)(?:\.fz|\.gz)?$")
 #: file name endings of FITS files
 FITS_SUFFIXES = (".fits", ".fit", ".fits.fz", ".fz", ".fits.gz", ".fit.gz")
 

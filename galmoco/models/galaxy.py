@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galmoco.config import TrainConfig
+from galmoco.config import GalaxyModelConfig, TrainConfig
 from galmoco.data.normalize import Normalizer
 from galmoco.errors import GalmocoError
 from galmoco.models.canonical import canonical_frame, from_canonical, to_canonical
@@ -21,25 +21,28 @@ __all__ = ["GalaxyModel"]
 
 
 class GalaxyModel(nn.Module):
-    """Normaliser, encoder, and (by objective) projection head and decoder.
+    """Normaliser, encoder, and (as the config says) projection head and decoder.
 
     The key encoder and queue of MoCo are training state and live in the objective
     (``galmoco.train.objectives``), not here: this module is what ``embed`` and the analyses load.
 
     Args:
-        config: the run's configuration (``config.model``, ``config.normalize``, ``config.objective``).
+        config: the model's configuration; a run's full TrainConfig is reduced to its
+            :meth:`~galmoco.config.TrainConfig.model_config`.
         bands: band names of the store, e.g. ``("g", "r", "i", "z")``.
         image_size: stamp side in pixels.
         sky_sigma: per-band sky noise in flux units (the normaliser's softening scale).
 
     Attributes:
-        config, bands, image_size, latent_dim; ``head`` and ``decoder`` are ``None`` when the
-        objective has no contrastive / reconstruction term.
+        config (a :class:`~galmoco.config.GalaxyModelConfig`), bands, image_size, latent_dim; ``head``
+        and ``decoder`` are ``None`` when the config has no projection head / decoder.
     """
 
-    def __init__(self, config: TrainConfig, bands: Sequence[str], image_size: int,
+    def __init__(self, config: GalaxyModelConfig | TrainConfig, bands: Sequence[str], image_size: int,
                  sky_sigma: Sequence[float]) -> None:
         super().__init__()
+        if isinstance(config, TrainConfig):
+            config = config.model_config()
         self.config = config
         self.bands = tuple(bands)
         self.image_size = int(image_size)
@@ -47,8 +50,8 @@ class GalaxyModel(nn.Module):
         m = config.model
         n_bands = len(self.bands)
         self.normalizer = Normalizer(config.normalize, np.asarray(sky_sigma, dtype=np.float32))
-        if config.objective == "cmc":  # one encoder per band group; the latent is their concatenation
-            views = parse_views(config.bank.views, self.bands)
+        if config.views is not None:  # one encoder per band group (cmc); the latent is their concatenation
+            views = parse_views(config.views, self.bands)
             self.encoder: nn.Module = CMCEncoder(
                 views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool))
         else:
@@ -56,6 +59,10 @@ class GalaxyModel(nn.Module):
         self.head = ProjectionHead(m.latent_dim, m.proj_dim, m.head) if config.projects else None
         self.decoder = (ConvDecoder(n_bands, m.latent_dim, m.widths, self.image_size)
                         if config.reconstructs else None)
+
+    def _described(self) -> str:
+        objective = self.config.objective
+        return f"a model trained with objective {objective!r}" if objective else "this model"
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images ``(N, B, H, W)`` (flux units) to the network's input space."""
@@ -86,8 +93,7 @@ class GalaxyModel(nn.Module):
             GalmocoError: when the objective had no projection head (``ae``, ``cmc``).
         """
         if self.head is None:
-            raise GalmocoError(
-                f"a model trained with objective {self.config.objective!r} has no projection head")
+            raise GalmocoError(f"{self._described()} has no projection head")
         return self.head(latent)
 
     def decode(self, latent: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
@@ -102,7 +108,7 @@ class GalaxyModel(nn.Module):
             GalmocoError: when the objective had no decoder (``moco``).
         """
         if self.decoder is None:
-            raise GalmocoError(f"a model trained with objective {self.config.objective!r} has no decoder")
+            raise GalmocoError(f"{self._described()} has no decoder")
         drawn = self.decoder(latent)
         return drawn if frame is None else from_canonical(drawn, frame)
 

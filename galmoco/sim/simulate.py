@@ -220,7 +220,7 @@ def simulate_survey(
     Raises:
         GalmocoError: bad bands, size or workers, an unreadable manifest, or an existing job folder.
     """
-    band_tuple = parse_bands(bands)
+    band_tuple = parse_bands(bands, "bands=")
     if not 8 <= size <= 2736:  # 2736 px = 12 arcmin, DESaccess's maximum
         raise GalmocoError(f"size={size}: must be between 8 and 2736 pixels")
     if workers < 1:

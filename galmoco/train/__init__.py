@@ -1,21 +1,15 @@
-"""Training: the single-device loop, objectives, checkpoints and the kNN monitor.
+"""Training: the loop (one device or many), its parts, objectives, checkpoints, the run folder and the
+kNN monitor.
 
-``train``, ``RunResult`` and ``load_model`` are imported on first access, so importing a light
-submodule (e.g. ``galmoco.distributed`` from ``galmoco.models``) does not pull in the loop.
+- :mod:`galmoco.train.loop`: :func:`train`, one process or one of many under torchrun;
+- :mod:`galmoco.train.build`: the data split and the model/objective/optimiser of a run;
+- :mod:`galmoco.train.objectives`: ``ae``, ``moco``, ``moco-ae``, ``insdis``, ``cmc``;
+- :mod:`galmoco.train.checkpoint`: writing and loading checkpoints, :func:`load_model`;
+- :mod:`galmoco.train.run_folder`: the run folder's lock, ``provenance.json`` and ``metrics.csv``;
+- :mod:`galmoco.train.monitor`, :mod:`galmoco.train.knn`: the end-of-epoch kNN accuracy and images.
 """
 
-from __future__ import annotations
+from galmoco.train.checkpoint import load_checkpoint, load_model
+from galmoco.train.loop import RunResult, train
 
-import importlib
-from typing import Any
-
-__all__ = ["RunResult", "load_model", "train"]
-
-_LAZY = {"RunResult": "galmoco.train.loop", "train": "galmoco.train.loop",
-         "load_model": "galmoco.train.checkpoint"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'galmoco.train' has no attribute {name!r}")
+__all__ = ["RunResult", "load_checkpoint", "load_model", "train"]

@@ -74,7 +74,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> G
     """
     state = load_checkpoint(path)
     config = config_from_dict(state["config"], where=str(path))
-    model = GalaxyModel(config, tuple(state["bands"]), state["image_size"], state["sky_sigma"])
+    # the checkpoint holds the run's full TrainConfig: the model is built from its model part
+    model = GalaxyModel(config.model_config(), tuple(state["bands"]), state["image_size"], state["sky_sigma"])
     # a split-BN encoder has plain BN's state-dict keys and is plain BN in eval mode: no conversion
     model.load_state_dict(state["model"])
     model.contract = checkpoint_contract(state, path)

@@ -103,6 +103,8 @@ def store_digest(store_path: str | os.PathLike) -> str:
     """BLAKE2b (128-bit) digest of a packed store's content: the bytes of ``/images``, ``/weights`` and
     ``/catalog`` in order, so it changes when any pixel, weight or catalogue value changes but not when
     sky masks are cached into the file. Returns ``"blake2b:<32 hex digits>"``."""
+    from tqdm import tqdm
+
     digest = hashlib.blake2b(digest_size=16)
     with h5py.File(store_path, "r") as h5:
         for name in _DIGEST_DATASETS:
@@ -110,7 +112,8 @@ def store_digest(store_path: str | os.PathLike) -> str:
                 continue
             data = h5[name]
             digest.update(f"{name}{data.shape}{data.dtype}".encode())
-            for start in range(0, data.shape[0], _DIGEST_CHUNK):
+            for start in tqdm(range(0, data.shape[0], _DIGEST_CHUNK), desc=f"digest {name}", unit="chunk",
+                              leave=False, disable=None):
                 _hash_array(digest, data[start:start + _DIGEST_CHUNK])
     return f"blake2b:{digest.hexdigest()}"
 
