@@ -1,9 +1,11 @@
-"""DESaccess cutout jobs: log in, submit jobs within the service limits, poll, download the job folders.
+"""DESaccess sessions: log in, submit and poll cutout jobs, walk and download the job folders.
 
 Speaks the contract in ``shared/reference/des-services.md`` (from des-labs/desaccess-public): form
 bodies, ``new_token`` rotation on every reply, errors as ``"status":"error"`` in HTTP 200 replies,
-re-login on "Signature has expired", per-job and concurrent-job limits, nginx JSON listings.
-Files land in the job's own layout ``<out>/<jobid>/<TILE>/<POSDIR>/<BASENAME>_<band>.fits``.
+re-login on "Signature has expired", nginx JSON listings. Files land in the job's own layout
+``<out>/<jobid>/<TILE>/<POSDIR>/<BASENAME>_<band>.fits``; every server-supplied name (job id,
+listing entry) is checked before it becomes part of a path. The job bookkeeping and the server's
+limits are in :mod:`galmoco.fetch.jobs`.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ class HttpClient:
 
     def __init__(self, policy: RetryPolicy | None = None, maxsize: int = 16) -> None:
         self.policy = policy or RetryPolicy()
-        self._options = {"maxsize": maxsize, "timeout": urllib3.Timeout(self.policy.timeout),
+        seconds = self.policy.timeout  # for connecting, and for each read (not for the whole body)
+        self._options = {"maxsize": maxsize, "timeout": urllib3.Timeout(connect=seconds, read=seconds),
                          "headers": {"User-Agent": f"galmoco/{__version__}"}}
         self._direct = urllib3.PoolManager(**self._options)
         self._proxies = getproxies_environment()  # read once: {"https": url, "http": url, "no": hosts}

@@ -81,4 +81,4 @@ def test_ctrl_c_stops_cleanly(tmp_path, legacy_server):
     statuses = [line.split(",")[5] for line in (out / "fetch_summary.csv").read_text().splitlines()[1:]]
     fetched = statuses.count("fetched")
     assert fetched >= 4 and statuses.count("pending") == 60 - fetched
-    assert len(list(out.glob("*.fits"))) == fetched and not list(out.glob(".*.part"))
+    assert len(list(out.glob("*.fits"))) == fetched and not list(out.glob(".*"))  # no temporary file left

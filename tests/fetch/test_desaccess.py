@@ -249,7 +249,7 @@ def test_hostile_listing_name_is_refused_and_nothing_leaves_the_output(tmp_path,
     assert _outside(tmp_path, out) == [] and not list(out.rglob("*.fits"))
 
 
-def test_credentials_over_plain_http_are_refused(tmp_path, des_server):
+def test_credentials_over_plain_http_are_refused(tmp_path, des_server, monkeypatch):
     manifest = write_manifest(tmp_path / "m.csv", POSITIONS[:1])
     pattern = (r"^--api-url http://127\.0\.0\.1:\d+/desaccess/api: refusing to send DES credentials over "
                r"unencrypted http://; use https://, or pass --allow-insecure")
@@ -261,6 +261,10 @@ def test_credentials_over_plain_http_are_refused(tmp_path, des_server):
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "--allow-insecure" in done.stderr
     assert sum(des_server.requests.values()) == 0
+    # GALMOCO_ALLOW_INSECURE=1 allows it too (a notebook pointed at the stand-in by the environment)
+    monkeypatch.setenv("GALMOCO_ALLOW_INSECURE", "1")
+    result = _fetch(des_server, manifest, tmp_path / "out", allow_insecure=False, bands="g")
+    assert result.counts == {"fetched": 1}
 
 
 def _unwritable_folder(tmp_path: Path) -> Path:
