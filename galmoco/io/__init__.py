@@ -1,8 +1,9 @@
 """FITS cutouts in, one packed HDF5 store out, and read access to it.
 
 ``galmoco.io.fits`` reads one object's cutout (DESaccess, Legacy Survey, ``.fits.fz``);
-``galmoco.io.pack`` packs many into a store; ``galmoco.io.store`` reads the store (and provides the
-torch Dataset). Names are imported lazily so ``import galmoco.io`` does not import torch.
+``galmoco.io.pack`` packs many into a store (``galmoco.io.catalog_join`` joins a catalogue into it);
+``galmoco.io.store`` reads the store (and provides the torch Dataset). Names are imported lazily so
+``import galmoco.io`` does not import torch.
 """
 
 from __future__ import annotations
