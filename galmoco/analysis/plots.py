@@ -28,6 +28,7 @@ __all__ = [
     "placement_histograms",
     "reconstruction_bands",
     "reconstruction_grid",
+    "rgb_band_order",
     "save_figure",
     "training_curves",
 ]
@@ -63,6 +64,23 @@ def lupton_rgb(images: np.ndarray, stretch: float | None = None, q: float = 8.0)
         stretch = max(float(np.percentile(images, 99.5)), 1e-6)
     return np.stack([make_lupton_rgb(r, g, bl, minimum=0.0, stretch=stretch, Q=q)
                      for r, g, bl in zip(red, green, blue, strict=True)])
+
+
+def rgb_band_order(bands: Sequence[str]) -> list[int]:
+    """Indices of a store's bands to give :func:`lupton_rgb` (blue to red): g, r, i when all are there,
+    else the first three in wavelength order (fewer when the store has fewer bands).
+
+    Args:
+        bands: the store's band names in store order, e.g. ``"griz"`` or ``("r", "i", "g", "z")``.
+
+    Returns:
+        Positions into ``bands``, bluest first.
+    """
+    bands = list(bands)
+    if {"g", "r", "i"} <= set(bands):
+        return [bands.index(b) for b in "gri"]
+    by_wavelength = sorted(range(len(bands)), key=lambda k: "ugrizy".find(bands[k]))
+    return by_wavelength[:3]
 
 
 def placement_bins(n: int) -> np.ndarray:

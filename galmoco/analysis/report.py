@@ -27,7 +27,7 @@ from galmoco.analysis.rundir import (
     ensure_probes,
     ensure_reconstruction,
 )
-from galmoco.data.masks import MaskConfig
+from galmoco.config import load_config
 from galmoco.distributed import resolve_device
 from galmoco.embed import load_checkpoint_model, model_contract
 from galmoco.errors import GalmocoError
@@ -143,7 +143,7 @@ def build_report(
         table = ensure_probes(r, probe_columns, store, device)
         if table is not None:
             probes[label] = table
-        table = ensure_reconstruction(r, store, MaskConfig(), device)
+        table = ensure_reconstruction(r, store, device=device)  # the run's own mask settings
         if table is not None:
             recon[label] = table
     csvs = {"placement": _labelled(summaries), "reconstruction": _labelled(recon),
@@ -187,7 +187,7 @@ def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, m
     """Reconstruction grid, neighbour gallery and latent map of one run, appended to ``body``."""
     title = html.escape(label)
     if getattr(model, "decoder", True) is not None:
-        ex = reconstruction_examples(model, store, examples)
+        ex = reconstruction_examples(model, store, examples, load_config(run_dir / "config.yaml").mask)
         grid = plots.reconstruction_grid(ex, fig_dir / f"recon_{label}", label)
         per_band = plots.reconstruction_bands(ex, bands, fig_dir / f"bands_{label}")
         body["reconstruction"].append(f"<div><h3>{title}</h3>{_img(grid)}{_img(per_band)}</div>")

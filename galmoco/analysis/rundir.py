@@ -7,21 +7,35 @@ RUN_DIR/placement_summary.csv     galmoco placement: one row per transform (plac
 RUN_DIR/probes.csv                galmoco probe
 RUN_DIR/reconstruction.csv        masked reconstruction error (one row: source_mse, sky_mse, ...)
 ```
+
+Each product computed here gets a key file beside it (``<product>.key.json``): the inputs it was
+computed from (the checkpoint's SHA-256, the store's :func:`~galmoco.io.store.store_fingerprint`, the
+embeddings file's size and mtime, the options). A product is reused only when its key matches the
+inputs of this call, and recomputed otherwise (after ``train --resume``, another store, metric,
+exclusion, probe columns or mask settings). A product without a key (written by the CLI commands, or an
+older galmoco) is reused only when it cannot be recomputed (no store given).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from galmoco.analysis.placement import placement_summary, placement_table
 from galmoco.analysis.probes import run_probes
+from galmoco.config import load_config
 from galmoco.data.masks import MaskConfig
 from galmoco.embed import embed_store
 from galmoco.errors import GalmocoError
+from galmoco.files import atomic_write_text
+from galmoco.io.store import store_fingerprint
 from galmoco.io.tables import VECTOR_TABLE_SUFFIXES, read_table, write_table
 
 __all__ = [
@@ -43,6 +57,45 @@ PHYSICAL_COLUMNS = ("class", "hlr_arcsec", "sersic_n", "bulge_frac", "ellipticit
 _NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
 
 
+def _key_path(product: Path) -> Path:
+    return product.with_name(product.name + ".key.json")
+
+
+def _is_current(product: Path, key: dict[str, Any]) -> bool:
+    """Whether ``product`` exists and was computed from the inputs ``key`` describes."""
+    try:
+        return product.is_file() and json.loads(_key_path(product).read_text()) == key
+    except (OSError, ValueError):
+        return False
+
+
+def _write_key(product: Path, key: dict[str, Any]) -> None:
+    atomic_write_text(_key_path(product), json.dumps(key, indent=1, sort_keys=True) + "\n")
+
+
+def _normalised(key: dict[str, Any]) -> dict[str, Any]:
+    """``key`` as it reads back from JSON (tuples become lists), so keys compare equal after a round trip."""
+    return json.loads(json.dumps(key))
+
+
+def _checkpoint_sha256(run_dir: Path) -> str:
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise GalmocoError(f"{path}: checkpoint not found")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _embeddings_key(path: Path) -> dict[str, int]:
+    """What identifies an embeddings file for the products computed from it: its size and mtime (a
+    re-embedding rewrites it atomically, so both change)."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def find_embeddings(run_dir: str | Path) -> Path | None:
     """``RUN_DIR/embeddings.<parquet|fits|h5|hdf5>``, the first that exists, else None."""
     for suffix in VECTOR_TABLE_SUFFIXES:
@@ -55,12 +108,20 @@ def find_embeddings(run_dir: str | Path) -> Path | None:
 def ensure_embeddings(
     run_dir: str | Path, store: str | Path | None = None, device: str = "auto"
 ) -> Path | None:
-    """The run's embeddings table; embedded now (with the placement transforms) when missing and
-    ``store`` is given."""
+    """The run's embeddings table; embedded now (with the placement transforms) when ``store`` is given
+    and the table is missing or was computed from another checkpoint or store."""
     found = find_embeddings(run_dir)
-    if found is not None or store is None:
+    if store is None:
         return found
-    return embed_store(run_dir, store, Path(run_dir) / EMBEDDINGS, transforms=True, device=device)
+    run_dir = Path(run_dir)
+    key = _normalised({"checkpoint_sha256": _checkpoint_sha256(run_dir), "store": store_fingerprint(store),
+                       "transforms": True})
+    if found is not None and _is_current(found, key):
+        return found
+    # EMBEDDINGS (.parquet) is what find_embeddings finds first, so a stale .fits/.h5 stays unused
+    out = embed_store(run_dir, store, run_dir / EMBEDDINGS, transforms=True, device=device)
+    _write_key(out, key)
+    return out
 
 
 def exclude_rows(table: Table, column: str | None, value: str | None) -> np.ndarray | None:
@@ -92,17 +153,24 @@ def write_placement(
 
 def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path | None = None,
                      device: str = "auto", **kwargs) -> tuple[Table, Table] | None:
-    """Placement of a run with ``metric``: read when written with that metric, else computed if possible."""
+    """Placement of a run with ``metric`` and the options of :func:`write_placement`: read when computed
+    from the current embeddings with these options, else computed if possible."""
     run_dir = Path(run_dir)
     ranks_path, summary_path = run_dir / PLACEMENT_RANKS, run_dir / PLACEMENT_SUMMARY
-    if ranks_path.is_file() and summary_path.is_file():
+    emb = ensure_embeddings(run_dir, store, device)
+    # every option that changes the ranks, defaults included (chunk changes memory use only)
+    options = {name: kwargs.get(name) for name in ("transforms", "exclude_column", "exclude_value")}
+    key = None if emb is None else _normalised({"embeddings": _embeddings_key(emb), "metric": metric,
+                                                **options})
+    if ranks_path.is_file() and summary_path.is_file() and (key is None or _is_current(ranks_path, key)):
         summary = Table.read(summary_path, format="ascii.csv")
         if len(summary) and str(summary["metric"][0]) == metric:
             return read_table(ranks_path), summary
-    emb = ensure_embeddings(run_dir, store, device)
     if emb is None:
         return None
-    return write_placement(read_table(emb), run_dir, metric, **kwargs)
+    found = write_placement(read_table(emb), run_dir, metric, **kwargs)
+    _write_key(ranks_path, key)
+    return found
 
 
 def default_probe_columns(table: Table) -> list[str]:
@@ -119,11 +187,14 @@ def default_probe_columns(table: Table) -> list[str]:
 
 def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, store: str | Path | None = None,
                   device: str = "auto") -> Table | None:
-    """The run's ``probes.csv``; computed from its embeddings when missing (default columns: all truth)."""
+    """The run's ``probes.csv``; computed from its embeddings when missing or computed from other
+    embeddings or ``columns`` (default columns: all truth)."""
     path = Path(run_dir) / PROBES
-    if path.is_file():
-        return Table.read(path, format="ascii.csv")
     emb = ensure_embeddings(run_dir, store, device)
+    key = None if emb is None else _normalised({"embeddings": _embeddings_key(emb),
+                                                "columns": list(columns) if columns else None})
+    if path.is_file() and (key is None or _is_current(path, key)):
+        return Table.read(path, format="ascii.csv")
     if emb is None:
         return None
     table = read_table(emb)
@@ -132,22 +203,34 @@ def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, sto
         return None
     probes = run_probes(table, columns=columns)
     write_table(probes, path)
+    _write_key(path, key)
     return probes
 
 
 def ensure_reconstruction(run_dir: str | Path, store: str | Path | None = None,
                           mask_config: MaskConfig | None = None, device: str = "auto") -> Table | None:
-    """The run's ``reconstruction.csv``; computed when missing and ``store`` given.
+    """The run's ``reconstruction.csv``; computed when ``store`` is given and the table is missing or
+    was computed from another checkpoint, store or mask settings.
 
-    Returns None without a store or when the model has no decoder.
+    Args:
+        run_dir: the run.
+        store: the packed dataset.
+        mask_config: which pixels are sky; None: the run's own (``config.yaml``), as in its training loss.
+        device: where the model runs.
+
+    Returns None without a store (and no table) or when the model has no decoder.
     """
     from galmoco.analysis.reconstruction import reconstruction_errors
 
-    path = Path(run_dir) / RECONSTRUCTION
-    if path.is_file():
-        return Table.read(path, format="ascii.csv")
+    run_dir = Path(run_dir)
+    path = run_dir / RECONSTRUCTION
     if store is None:
-        return None
+        return Table.read(path, format="ascii.csv") if path.is_file() else None
+    mask_config = mask_config or load_config(run_dir / "config.yaml").mask
+    key = _normalised({"checkpoint_sha256": _checkpoint_sha256(run_dir), "store": store_fingerprint(store),
+                       "mask": dataclasses.asdict(mask_config)})
+    if _is_current(path, key):
+        return Table.read(path, format="ascii.csv")
     try:
         errors = reconstruction_errors(run_dir, store, mask_config, device=device)
     except GalmocoError as exc:
@@ -156,4 +239,5 @@ def ensure_reconstruction(run_dir: str | Path, store: str | Path | None = None,
         raise
     table = Table(rows=[errors])
     write_table(table, path)
+    _write_key(path, key)
     return table

@@ -173,8 +173,8 @@ def _busy_or_interrupted(path: Path, resume: bool) -> GalmocoError:
                             "or stop it and continue with --resume")
     finally:
         os.close(fd)
-    if resume:
-        return GalmocoError(f"{path}: another pack created this file while this one started; run again")
+    if resume:  # the lock was held a moment ago and is free now
+        return GalmocoError(f"{path}: another pack held this file a moment ago; run again")
     return GalmocoError(f"{path}: an interrupted pack is here; continue it with --resume or delete it")
 
 
@@ -207,13 +207,14 @@ class _Store:
                              "complete": False, "n_written": 0})
             h5.flush()
             os.chmod(tmp, default_file_mode())
-            os.link(tmp, path)
-        except BaseException as exc:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _busy_or_interrupted(path, resume=False) from None
+        except BaseException:
             if h5 is not None:
                 h5.close()
             os.close(fd)
-            if isinstance(exc, FileExistsError):
-                raise _busy_or_interrupted(path, resume=False) from None
             raise
         finally:
             os.unlink(tmp)

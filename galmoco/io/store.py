@@ -7,6 +7,7 @@ the catalogue as an astropy Table, ``CutoutDataset`` for training with a torch D
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from galmoco.files import atomic_output
 from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
 __all__ = ["BASE_DTYPE", "IN_MEMORY_BYTES", "LOCK_WAIT_S", "CutoutDataset", "CutoutStore", "open_hdf5",
-           "read_catalog", "write_store"]
+           "read_catalog", "store_fingerprint", "write_store"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,28 @@ def _open(path: str | Path) -> h5py.File:
         raise GalmocoError(f"{path}: an incomplete pack (complete=False); finish it with "
                            "galmoco pack --resume")
     return h5
+
+
+def store_fingerprint(path: str | Path) -> str:
+    """A digest of what a store holds, for keying products computed from it (embeddings, reconstructions).
+
+    It covers the bands, units, zero point, pixel scale, the image shape, the object ids in order, and
+    the first and last stamps' bytes; reading it costs no image scan. Sky masks cached into the store
+    later (:func:`galmoco.data.masks.ensure_sky_masks`) do not change it; repacking other objects,
+    sizes or bands does.
+    """
+    with _open(path) as h5:
+        digest = hashlib.sha256()
+        for name in ("bands", "units", "zeropoint", "pixel_scale"):
+            digest.update(repr(h5.attrs.get(name)).encode())
+        images = h5["images"]
+        digest.update(repr(images.shape).encode())
+        for i in sorted({0, len(images) - 1}) if len(images) else ():
+            digest.update(np.ascontiguousarray(images[i]).tobytes())
+        for oid in h5["catalog"]["id"]:
+            digest.update(oid if isinstance(oid, bytes) else str(oid).encode())
+            digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _records_to_table(rows: np.ndarray) -> Table:

@@ -234,6 +234,16 @@ def _pick_class(rng: np.random.Generator, fractions: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=np.array([fractions[n] for n in names])))]
 
 
+def _ring_radius(rng: np.random.Generator, inner: float, outer: float) -> float:
+    """A neighbour's distance from the centre (arcsec), uniform in ``[inner, outer)``.
+
+    On a stamp too small for that ring (about 32 pixels or less at DES scale) the neighbour goes to the
+    outer half of the stamp instead, ``[outer / 2, outer)``; one draw either way, so larger stamps keep
+    exactly the same objects.
+    """
+    return float(rng.uniform(inner if inner < outer else 0.5 * outer, outer))
+
+
 def draw_object(
     rng: np.random.Generator,
     cfg: PopulationConfig,
@@ -291,13 +301,13 @@ def draw_object(
     if cls not in ("star", "empty"):
         half = 0.5 * stamp_arcsec
         if rng.uniform() < cfg.neighbour_fraction:
-            r, phi = rng.uniform(3.0, 0.9 * half), rng.uniform(0, 2 * np.pi)
+            r, phi = _ring_radius(rng, 3.0, 0.9 * half), rng.uniform(0, 2 * np.pi)
             ncls = _pick_class(rng, {"elliptical": 0.3, "spiral": 0.5, "irregular": 0.2})
             nmag = power_law_magnitude(rng, 18.0, 23.0, cfg.counts_slope)
             comps += _galaxy(rng, cfg, ncls, nmag, r * np.cos(phi), r * np.sin(phi))[0]
             truth["has_neighbour"] = True
         if rng.uniform() < cfg.star_neighbour_fraction:
-            r, phi = rng.uniform(4.0, 0.95 * half), rng.uniform(0, 2 * np.pi)
+            r, phi = _ring_radius(rng, 4.0, 0.95 * half), rng.uniform(0, 2 * np.pi)
             fl = _star_fluxes(rng, rng.uniform(*cfg.star_mag_range))
             comps.append(Component("point", fl, dx=r * np.cos(phi), dy=r * np.sin(phi)))
             truth["has_star"] = True

@@ -312,3 +312,19 @@ def test_outputs_follow_the_umask(tmp_path, writers):
     assert result.skipped_csv is not None
     for path in (result.path, result.skipped_csv):
         assert path.stat().st_mode & 0o777 == 0o664, path
+
+
+def test_two_packs_started_together_on_one_output(tmp_path, writers):
+    images = writers.des_clones(tmp_path / "job", 300)
+    out = tmp_path / "d.h5"
+    command = [sys.executable, "-m", "galmoco", "pack", tmp_path / "job", "-o", out, "--bands", "g",
+               "--workers", "1"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    assert 0 in [code for code, _, _ in results], results
+    for code, _, err in results:  # the other finished first, or was refused without harm
+        assert code == 0 or (code == 1 and "another galmoco pack is writing this file now" in err), err
+    with CutoutStore(out) as store:
+        assert np.array_equal(store.images[:, 0], np.stack(images))
+    assert not (tmp_path / "d.h5.partial").exists()

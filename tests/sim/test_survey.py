@@ -11,6 +11,7 @@ import pytest
 from astropy.table import Table
 
 from galmoco.sim import simulate_survey
+from galmoco.sim.population import PopulationConfig, draw_object
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,3 +86,23 @@ def test_cli_simulate_prints_paths(tmp_path):
     )
     assert bad.returncode == 1 and "bands='gru'" in bad.stderr
     assert np.isfinite(Table.read(tmp_path / "truth.fits")["mag_i"]).sum() >= 2
+
+
+@pytest.mark.parametrize("size", [32, 8])
+def test_small_stamps_keep_their_neighbours_inside(size):
+    stamp_arcsec = size * 0.263
+    cfg = PopulationConfig(neighbour_fraction=1.0, star_neighbour_fraction=1.0)
+    psf = {b: 1.0 for b in "griz"}
+    offsets = []
+    for seed in range(60):
+        params = draw_object(np.random.default_rng(seed), cfg, psf, 0.1, stamp_arcsec)
+        offsets += [np.hypot(c.dx, c.dy) for c in params.components[1:]]
+    assert offsets and max(offsets) < 0.5 * stamp_arcsec
+
+
+def test_simulate_with_a_small_size_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "galmoco", "simulate", "-n", "40", "--size", "16", "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    truth = Table.read(tmp_path / "out" / "truth.fits")
+    assert len(truth) == 40 and truth["has_neighbour"].any()
