@@ -21,12 +21,21 @@ __all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "default_
 _umask_lock = threading.Lock()
 
 
-def default_file_mode() -> int:
-    """``0o666`` less the current umask: the mode ``open(path, "w")`` gives a new file."""
-    with _umask_lock:  # reading the umask means setting it; keep other threads out meanwhile
+def _current_umask() -> int:
+    """The process umask; from ``/proc`` where there is one, since the portable way (set it, read the old
+    value, set it back) changes it for every thread for a moment."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as fh:
+            return int(next(line for line in fh if line.startswith("Umask:")).split()[1], 8)
+    with _umask_lock:
         umask = os.umask(0o022)
         os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def default_file_mode() -> int:
+    """``0o666`` less the current umask: the mode ``open(path, "w")`` gives a new file."""
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager

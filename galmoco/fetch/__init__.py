@@ -247,52 +247,25 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
         size = arcmin_to_pixels(arcmin, scale)
     table = manifest if isinstance(manifest, Table) else read_manifest(manifest, service == "desaccess")
     out = Path(out)
-    policy = RetryPolicy(attempts=retries, backoff=backoff, timeout=timeout)
-    http = HttpClient(policy, maxsize=workers)
+    http = HttpClient(RetryPolicy(attempts=retries, backoff=backoff, timeout=timeout), maxsize=workers)
     if service == "desaccess":
         width = arcmin if arcmin is not None else pixels_to_arcmin(size)
         if not 0.1 <= width <= 12.0:
             raise GalmocoError(f"--size/--arcmin: DESaccess cutouts are 0.1 to 12 arcmin wide, "
                                f"not {width:.4f}")
-        options = desaccess.DesJobOptions(release, bands, width, database)
         api = default_url("api_url", api_url)
         _check_secure(api, allow_insecure)
         client = desaccess.DesAccessClient(api, default_url("files_url", files_url), get_credentials(api),
                                            http, database)
-        created = _make_output(out)
-        grouped: dict[str, list[Outcome]] = {}
-        try:
-            try:
-                jobs.run_jobs(client, table, out, options, size, workers, resume, poll_interval, max_per_job,
-                              max_jobs, grouped)
-            finally:
-                state_path = out / jobs.STATE_NAME
-                if state_path.is_file():
-                    rows = _des_rows(table, out, json.loads(state_path.read_text()), grouped, bands)
-                    write_summary(rows + _duplicate_rows(table), out)
-        except BaseException:
-            _remove_empty(out, created)  # e.g. a refused login: nothing was written
-            raise
-        outcomes = [o for group in grouped.values() for o in group]
+        rows, outcomes = _fetch_desaccess(
+            client, table, out, desaccess.DesJobOptions(release, bands, width, database), size, workers,
+            resume, poll_interval, max_per_job, max_jobs)
     else:
         if "ra" not in table.colnames:
             raise GalmocoError("the Legacy Survey viewer needs ra,dec positions, not COADD_OBJECT_IDs")
         downloads = legacysurvey.cube_downloads(table, out, default_url("url", url), layer, bands, size,
                                                 pixscale)
-        _make_output(out)
-        outcomes = []
-        try:
-            outcomes = run_downloads(downloads, workers, resume, http, desc="cutouts")
-        except FetchInterrupted as exc:
-            outcomes = exc.outcomes
-            raise
-        finally:
-            by_key = {o.download.key: [o] for o in outcomes}
-            rows = _base_rows(table)
-            for row in rows:
-                status, reason, n = _row_status(by_key.get(row["id"]), None)
-                row.update(status=status, reason=reason, n_files=n)
-            write_summary(rows + _duplicate_rows(table), out)
+        rows, outcomes = _fetch_legacysurvey(downloads, table, out, workers, resume, http)
     counts = Counter(row["status"] for row in rows + _duplicate_rows(table))
     files = Counter(o.status for o in outcomes)
     result = FetchResult(out, out / SUMMARY_NAME, dict(counts), files["fetched"], files["skipped"])
@@ -300,3 +273,48 @@ def fetch_cutouts(manifest: str | Path | Table, out: str | Path, service: str = 
              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), result.files_fetched,
              result.files_skipped, result.summary)
     return result
+
+
+def _fetch_desaccess(client: desaccess.DesAccessClient, table: Table, out: Path,
+                     options: desaccess.DesJobOptions, size: int, workers: int, resume: bool,
+                     poll_interval: float, max_per_job: int,
+                     max_jobs: int) -> tuple[list[dict], list[Outcome]]:
+    """Run the DESaccess jobs for ``table``; returns the summary rows and the file outcomes. The summary
+    is written even when interrupted; a failure before anything was written removes the output folder."""
+    created = _make_output(out)
+    grouped: dict[str, list[Outcome]] = {}
+    rows: list[dict] = []
+    try:
+        try:
+            jobs.run_jobs(client, table, out, options, size, workers, resume, poll_interval, max_per_job,
+                          max_jobs, grouped)
+        finally:
+            state_path = out / jobs.STATE_NAME
+            if state_path.is_file():
+                rows = _des_rows(table, out, json.loads(state_path.read_text()), grouped, options.bands)
+                write_summary(rows + _duplicate_rows(table), out)
+    except BaseException:
+        _remove_empty(out, created)  # e.g. a refused login: nothing was written
+        raise
+    return rows, [o for group in grouped.values() for o in group]
+
+
+def _fetch_legacysurvey(downloads: list, table: Table, out: Path, workers: int, resume: bool,
+                        http: HttpClient) -> tuple[list[dict], list[Outcome]]:
+    """Download the Legacy Survey cubes; returns the summary rows and the file outcomes (the summary is
+    written even when interrupted)."""
+    _make_output(out)
+    outcomes: list[Outcome] = []
+    try:
+        outcomes = run_downloads(downloads, workers, resume, http, desc="cutouts")
+    except FetchInterrupted as exc:
+        outcomes = exc.outcomes
+        raise
+    finally:
+        by_key = {o.download.key: [o] for o in outcomes}
+        rows = _base_rows(table)
+        for row in rows:
+            status, reason, n = _row_status(by_key.get(row["id"]), None)
+            row.update(status=status, reason=reason, n_files=n)
+        write_summary(rows + _duplicate_rows(table), out)
+    return rows, outcomes

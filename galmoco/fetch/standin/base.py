@@ -74,25 +74,29 @@ class StandinHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    def _faulted(self, fault: str | None, status: int, body: bytes,
+                 ctype: str) -> tuple[int, bytes, str, dict[str, str]]:
+        """The reply a fault turns ``(status, body, ctype)`` into, with any extra headers."""
+        server: StandinServer = self.server
+        if fault == "500":
+            return 500, b"Internal Server Error", "text/plain", {}
+        if fault == "429":
+            return 429, b"Too Many Requests", "text/plain", {"Retry-After": str(server.retry_after)}
+        if fault == "302":
+            return 302, b"", "text/plain", {"Location": self.path}
+        if fault == "slow":
+            time.sleep(server.slow_seconds)
+        if fault == "corrupt" and status == 200:
+            body = b"SIMPLE  =" + bytes(np.random.default_rng(0).integers(0, 256, len(body) - 9, np.uint8))
+        return status, body, ctype, {}
+
     def _send(self, status: int, body: bytes, ctype: str = "application/json", count: bool = True) -> None:
         server: StandinServer = self.server
         fault = server.faults.take(self.path)
         if fault == "drop":
             self.close_connection = True
             return
-        if fault == "500":
-            status, body, ctype = 500, b"Internal Server Error", "text/plain"
-        extra = {}
-        if fault == "429":
-            status, body, ctype = 429, b"Too Many Requests", "text/plain"
-            extra = {"Retry-After": str(server.retry_after)}
-        if fault == "302":
-            status, body, ctype = 302, b"", "text/plain"
-            extra = {"Location": self.path}
-        if fault == "slow":
-            time.sleep(server.slow_seconds)
-        if fault == "corrupt" and status == 200:
-            body = b"SIMPLE  =" + bytes(np.random.default_rng(0).integers(0, 256, len(body) - 9, np.uint8))
+        status, body, ctype, extra = self._faulted(fault, status, body, ctype)
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
