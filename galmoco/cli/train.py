@@ -22,6 +22,11 @@ _FIELDS = {
     "norm": "normalize.method", "label_column": "label_column", "alpha": "alpha", "beta": "beta",
     "views": "bank.views", "nce_k": "bank.k", "nce_m": "bank.momentum", "nce_t": "bank.temperature",
     "softmax": "bank.softmax", "amp": "amp", "channels_last": "channels_last", "compile": "compile",
+    "mix": "mix.method", "mix_global_alpha": "mix.global_alpha", "mix_global_count": "mix.global_count",
+    "mix_global_prob": "mix.global_prob", "mix_region_beta": "mix.region_beta",
+    "mix_region_prob": "mix.region_prob", "mix_region_count": "mix.region_count",
+    "mix_region_decay": "mix.region_pixel_decay", "mix_centre_sigma": "mix.centre_sigma",
+    "cutout_size": "mix.cutout_size", "cutout_prob": "mix.cutout_prob", "erasing_prob": "mix.erasing_prob",
 }
 _DEFAULT = " [default: from --config, else the TrainConfig default]"
 
@@ -70,6 +75,33 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
               help="insdis/cmc: temperature." + _DEFAULT)
 @click.option("--softmax/--nce", default=None,
               help="insdis/cmc: softmax cross-entropy or NCE loss." + _DEFAULT)
+@click.option("--mix", type=click.Choice(["none", "mixture", "global", "region", "cutout", "erasing"]),
+              help="Un-Mix image mixture of the query (moco, moco-ae, insdis, cmc): mixture = global then "
+              "region rounds (Un-Mix's --IM_type IM)." + _DEFAULT)
+@click.option("--mix-global-alpha", type=click.FloatRange(min=0, min_open=True),
+              help="Global mixture weight ~ Beta(alpha, alpha) (--g_alpha)." + _DEFAULT)
+@click.option("--mix-global-count", type=click.IntRange(min=0),
+              help="Global mixing rounds per image (--g_num)." + _DEFAULT)
+@click.option("--mix-global-prob", type=click.FloatRange(min=0, max=1),
+              help="Probability of each global round (--g_prob)." + _DEFAULT)
+@click.option("--mix-region-beta", type=click.FloatRange(min=0, min_open=True),
+              help="Region mixture: box area fraction 1 - Beta(beta, beta) (--r_beta)." + _DEFAULT)
+@click.option("--mix-region-count", type=click.IntRange(min=0),
+              help="Region mixing rounds per image (--r_num)." + _DEFAULT)
+@click.option("--mix-region-prob", type=click.FloatRange(min=0, max=1),
+              help="Probability of each region round (--r_prob)." + _DEFAULT)
+@click.option("--mix-region-decay", type=click.FloatRange(min=0, min_open=True),
+              help="Pixel decay of an image whose first region round pastes a box (--r_pixel_decay)."
+              + _DEFAULT)
+@click.option("--mix-centre-sigma", type=click.FloatRange(min=0, min_open=True),
+              help="Soft targets weight pixels by a centred Gaussian of this sigma (fraction of the stamp "
+              "side), since the galaxy sits in the centre (null in --config: by area)." + _DEFAULT)
+@click.option("--cutout-size", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="--mix cutout: square side as a fraction of the stamp (--mask_size)." + _DEFAULT)
+@click.option("--cutout-prob", type=click.FloatRange(min=0, max=1),
+              help="--mix cutout: probability per image (--cutout_p)." + _DEFAULT)
+@click.option("--erasing-prob", type=click.FloatRange(min=0, max=1),
+              help="--mix erasing: probability per image (--random_erasing_prob)." + _DEFAULT)
 @click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA.")
 @click.option("--channels-last", is_flag=True, default=None, help="Channels-last memory format.")
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the encoder and decoder.")
