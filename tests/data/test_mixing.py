@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galmoco.config import TrainConfig
+from galmoco.config import TrainConfig, load_config, save_config
 from galmoco.data.mixing import (
     MixConfig,
     apply_mixing,
@@ -150,3 +150,9 @@ def test_options_are_checked_by_name():
     with pytest.raises(GalmocoError, match="mix.method.*contrastive objective"):
         TrainConfig(objective="ae", mix=MixConfig(method="mixture")).validate()
     TrainConfig(objective="cmc", mix=MixConfig(method="region")).validate()
+
+
+def test_mix_settings_survive_the_config_file(tmp_path):
+    config = TrainConfig(mix=MixConfig(method="erasing", erasing_area=(0.1, 0.2), centre_sigma=None))
+    again = load_config(save_config(config, tmp_path / "config.yaml"))
+    assert again.mix == config.mix and isinstance(again.mix.erasing_area, tuple)
