@@ -165,3 +165,31 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
         with torch.no_grad():
             recon = obj.model.decode(latent, obj.model.frame(target))
         assert torch.allclose(out["loss_recon"], (recon - target).pow(2).mean(), atol=1e-5)
+
+
+def test_mixed_insdis_loss_agrees_with_a_direct_computation():
+    mix = MixConfig(method="global", global_count=1, global_prob=1.0)
+    obj = _mixing_objective("insdis", mix)
+    obj.train()
+    images, index = 5 * torch.rand(16, 4, 32, 32), torch.arange(16) + 8
+    memory = obj.contrast.banks[0].memory.clone()
+    obj.generator = torch.Generator().manual_seed(4)
+    torch.manual_seed(9)  # the bank draws its negatives from the global generator
+    out = obj({"image": images, "index": index})
+    draws = torch.Generator().manual_seed(4)  # the draws forward() made: the view, then the mixture
+    x = obj.model.normalize(obj.augment(images, generator=draws))
+    mixing = sample_mixing(16, (32, 32), mix, "cpu", draws)
+    partner, lam = mixing.sources[:, 1], mixing.coefficients[:, 0, 0, 0]
+    torch.manual_seed(9)
+    negatives = torch.randint(40, (16, obj.config.bank.k + 1))[:, 1:]
+    with torch.no_grad():
+        v = obj.model.head(obj.model.encode_normalized(apply_mixing(x, mixing)))
+        t = obj.config.bank.temperature
+        direct = 0.0
+        for i in range(16):  # lam: the own bank entry is the positive; 1 - lam: the partner's
+            for j, w in ((i, lam[i]), (int(partner[i]), 1 - lam[i])):
+                logits = torch.cat([(v[i] @ memory[index[j]])[None], memory[negatives[i]] @ v[i]]) / t
+                direct = direct + w * F.cross_entropy(logits[None], torch.tensor([0]))
+        direct = direct / 16
+    assert (lam < 1).all()
+    assert torch.allclose(out["loss"], direct, atol=1e-5)
