@@ -2,9 +2,10 @@
 
 A :class:`TrainConfig` composes the model, MoCo and optimiser settings defined here with the data
 layer's :class:`~galmoco.data.normalize.NormalizeConfig`, :class:`~galmoco.data.masks.MaskConfig`
-and :class:`~galmoco.data.augment.AugmentConfig`. The MoCo v2 switches of the official recipe map to
-nested fields: ``--mlp`` is ``model.head = "mlp"``, ``--aug-plus`` is ``augment.aug_plus``, ``--cos``
-is ``optim.cosine``. Only this module and the layers after ``data`` import it.
+and :class:`~galmoco.data.augment.AugmentConfig`, and the Un-Mix image mixture
+:class:`~galmoco.data.mixing.MixConfig` (the options of ``--IM --IM_type``). The MoCo v2 switches of
+the official recipe map to nested fields: ``--mlp`` is ``model.head = "mlp"``, ``--aug-plus`` is
+``augment.aug_plus``, ``--cos`` is ``optim.cosine``. Only this module and the layers after ``data`` import it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 from galmoco.config_dict import config_to_dict, config_value, dataclass_from_dict
 from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
+from galmoco.data.mixing import MixConfig
 from galmoco.data.normalize import NormalizeConfig
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_write_text
@@ -36,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "BankConfig",
     "GalaxyModelConfig",
+    "MixConfig",
     "MocoConfig",
     "OptimConfig",
     "TrainConfig",
@@ -234,6 +237,8 @@ class TrainConfig:
         compile: ``nn.Module.compile()`` the encoder and decoder (``torch.compile``).
         checkpoint_every: besides ``checkpoints/last.pt`` (every epoch), keep
             ``checkpoints/checkpoint_NNNN.pt`` after every this many epochs; 0 keeps none.
+        mix: Un-Mix image mixtures of the query view (``moco``, ``moco-ae``, ``insdis``, ``cmc``), see
+            :mod:`galmoco.data.mixing`.
     """
 
     objective: str = "moco-ae"
@@ -261,6 +266,7 @@ class TrainConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
 
     @property
     def contrastive(self) -> bool:
@@ -313,10 +319,17 @@ class TrainConfig:
             (self.objective != "cmc" or self.model.latent_dim % len(self.bank.views.split(",")) == 0,
              "model.latent_dim", f"a multiple of the number of --views ({self.bank.views})"),
         ]
+        checks += [(False, f"mix.{name}", expected) for name, expected in self.mix.problems()]
         for ok, name, expected in checks:
             if not ok:
                 raise GalmocoError(
                     f"config option {name}: bad value {config_value(self, name)!r}; expected {expected}")
+        mixes = self.mix.method != "none"
+        if mixes and (self.objective == "ae" or not (self.contrastive or self.bank.softmax)):
+            raise GalmocoError(
+                f"config option mix.method: {self.mix.method!r} needs a contrastive objective (moco, "
+                "moco-ae, insdis, cmc) and, for insdis/cmc, bank.softmax true (the soft targets are a "
+                f"softmax cross-entropy); got objective {self.objective!r}, bank.softmax {self.bank.softmax}")
         if self.contrastive and self.moco.shuffle_bn and self.batch_size % self.moco.bn_splits:
             raise GalmocoError(
                 f"config option batch_size: {self.batch_size} is not a multiple of moco.bn_splits "

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["info_nce", "info_nce_logits", "masked_mse", "masked_error_split", "nce_loss", "softmax_ce"]
+__all__ = ["info_nce", "info_nce_logits", "masked_mse", "masked_error_split", "nce_loss", "soft_info_nce",
+           "softmax_ce"]
 
 
 def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
@@ -44,6 +45,27 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> 
     """
     logits = info_nce_logits(q, k, queue, temperature)
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+
+def soft_info_nce(positive: Tensor, negative: Tensor, targets: Tensor) -> Tensor:
+    """InfoNCE with soft targets over several candidate positives, as Un-Mix's mixed-query loss (Shen et
+    al. 2022, "Un-Mix: Rethinking Image Mixtures for Unsupervised Visual Representation Learning", AAAI):
+    ``sum_j t_ij * InfoNCE(query i, positive j, negatives of i)``, averaged over the batch.
+
+    Each candidate ``j`` is scored against the query's own negatives only (not against the other
+    candidates), so a row with a one-hot target is exactly :func:`info_nce` of that row; for a mixture
+    ``lam x_i + (1 - lam) x_j`` this is Un-Mix's ``lam * loss(k_i) + (1 - lam) * loss(k_j)``.
+
+    Args:
+        positive: ``(N, M)`` logits (similarity / temperature) of each query with the M candidates.
+        negative: ``(N, K)`` logits of each query with its negatives.
+        targets: ``(N, M)`` non-negative weights, rows summing to 1 (the mixing weights).
+
+    Returns:
+        Scalar loss.
+    """
+    per_candidate = torch.logaddexp(positive, torch.logsumexp(negative, dim=1, keepdim=True)) - positive
+    return (targets.to(per_candidate.dtype) * per_candidate).sum(dim=1).mean()
 
 
 def masked_mse(recon: Tensor, target: Tensor, weights: Tensor) -> Tensor:

@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from galmoco.losses import info_nce, info_nce_logits, masked_error_split, masked_mse, nce_loss, softmax_ce
+from galmoco.losses import (
+    info_nce,
+    info_nce_logits,
+    masked_error_split,
+    masked_mse,
+    nce_loss,
+    soft_info_nce,
+    softmax_ce,
+)
 
 
 def test_info_nce_by_hand():
@@ -77,3 +85,22 @@ def test_softmax_ce_by_hand():
     scores = torch.tensor([[2.0, 0.0, 1.0]])
     expected = -2.0 + math.log(math.exp(2.0) + 1.0 + math.exp(1.0))
     assert softmax_ce(scores).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_info_nce_with_one_hot_targets_is_info_nce():
+    q, k = F.normalize(torch.randn(6, 8), dim=1), F.normalize(torch.randn(6, 8), dim=1)
+    queue = F.normalize(torch.randn(20, 8), dim=1)
+    loss = soft_info_nce(q @ k.t() / 0.2, q @ queue.t() / 0.2, torch.eye(6))
+    assert loss.item() == pytest.approx(info_nce(q, k, queue, 0.2).item(), rel=1e-6)
+
+
+def test_soft_info_nce_is_the_weighted_sum_of_each_candidate_cross_entropy():
+    positive = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]])
+    negative = torch.tensor([[0.3, -0.2], [1.5, 0.0]])
+    targets = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.25, 0.75]])
+    # by hand: row i, candidate j: -p_ij + log(exp(p_ij) + sum_k exp(n_ik))
+    def ce(p, negs):
+        return -p + math.log(math.exp(p) + sum(math.exp(v) for v in negs))
+    row0 = 0.7 * ce(2.0, [0.3, -0.2]) + 0.3 * ce(-1.0, [0.3, -0.2])
+    row1 = 0.25 * ce(1.0, [1.5, 0.0]) + 0.75 * ce(3.0, [1.5, 0.0])
+    assert soft_info_nce(positive, negative, targets).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)

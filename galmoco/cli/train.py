@@ -26,6 +26,7 @@ from galmoco.config import (
     load_config,
 )
 from galmoco.data.masks import RULES
+from galmoco.data.mixing import MIX_METHODS
 from galmoco.data.normalize import METHODS
 
 __all__ = ["OPTIONS", "Option", "config_from_options", "train"]
@@ -74,6 +75,7 @@ class Option:
 
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
+_PROBABILITY = click.FloatRange(min=0, max=1)
 
 #: the options that set TrainConfig fields, in ``--help`` order
 OPTIONS: tuple[Option, ...] = (
@@ -117,6 +119,33 @@ OPTIONS: tuple[Option, ...] = (
     Option("--checkpoint-every", "checkpoint_every",
            "Keep checkpoints/checkpoint_NNNN.pt every this many epochs besides last.pt (0: none).",
            click.IntRange(min=0)),
+    # Un-Mix image mixtures (Shen et al. 2022); the reference repository's flag in brackets
+    Option("--mix", "mix.method", "Un-Mix image mixture of the query (moco, moco-ae, insdis, cmc): "
+           "mixture = global then region rounds (--IM_type IM).", click.Choice(MIX_METHODS)),
+    Option("--mix-global-alpha", "mix.global_alpha",
+           "Global mixture weight ~ Beta(alpha, alpha) (--g_alpha).", _POSITIVE),
+    Option("--mix-global-count", "mix.global_count", "Global mixing rounds per image (--g_num).",
+           click.IntRange(min=0)),
+    Option("--mix-global-prob", "mix.global_prob", "Probability of each global round (--g_prob).",
+           _PROBABILITY),
+    Option("--mix-region-beta", "mix.region_beta",
+           "Region mixture: box area fraction 1 - Beta(beta, beta) (--r_beta).", _POSITIVE),
+    Option("--mix-region-count", "mix.region_count", "Region mixing rounds per image (--r_num).",
+           click.IntRange(min=0)),
+    Option("--mix-region-prob", "mix.region_prob", "Probability of each region round (--r_prob).",
+           _PROBABILITY),
+    Option("--mix-region-decay", "mix.region_pixel_decay",
+           "Pixel decay of an image whose first region round pastes a box (--r_pixel_decay).", _POSITIVE),
+    Option("--mix-centre-sigma", "mix.centre_sigma",
+           "Soft targets weight pixels by a centred Gaussian of this sigma (fraction of the stamp side), "
+           "since the galaxy sits in the centre (null in --config: by area).", _POSITIVE),
+    Option("--cutout-size", "mix.cutout_size",
+           "--mix cutout: square side as a fraction of the stamp (--mask_size).",
+           click.FloatRange(min=0, max=1, min_open=True)),
+    Option("--cutout-prob", "mix.cutout_prob", "--mix cutout: probability per image (--cutout_p).",
+           _PROBABILITY),
+    Option("--erasing-prob", "mix.erasing_prob",
+           "--mix erasing: probability per image (--random_erasing_prob).", _PROBABILITY),
 )
 
 

@@ -13,6 +13,11 @@ Design (see docs/train.md):
   target is the stamp as the query view shows it (its flip, rotation and shift, not its noise, blur
   or flux changes; ``recon_target: stored``: the stored stamp, see :class:`MocoAEObjective`).
 
+With ``mix.method`` set (Un-Mix, Shen et al. 2022; :mod:`galmoco.data.mixing`) the contrastive
+objectives mix their query view (normalised) within the batch and score it with the soft-target
+InfoNCE (:func:`~galmoco.losses.soft_info_nce`): the mixed query's positives are its sources' keys (or
+bank entries) weighted by their shares; ``moco-ae``'s decoder draws the same mixture of its targets.
+
 With ``model.frame: d4`` every encoder input (query, key, ``ae``'s stamp) is in its canonical D4 frame
 and every drawing is turned back by its target's frame (:class:`~galmoco.models.GalaxyModel`).
 """
@@ -29,8 +34,16 @@ from torch import nn
 from galmoco.config import TrainConfig
 from galmoco.data.augment import AugmentParams, GalaxyAugment
 from galmoco.data.masks import pixel_weights
+from galmoco.data.mixing import (
+    Mixing,
+    apply_mixing,
+    centre_importance,
+    mix_pixel_weights,
+    sample_mixing,
+    soft_targets,
+)
 from galmoco.distributed import RankBatchShuffle, concat_all_gather, is_distributed
-from galmoco.losses import info_nce, masked_mse, nce_loss, softmax_ce
+from galmoco.losses import info_nce, masked_mse, nce_loss, soft_info_nce, softmax_ce
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.models.memory_bank import MultiViewNCE
 from galmoco.models.moco import BatchShuffle, KeyQueue, LocalBatchShuffle, MomentumEncoder, convert_split_bn
@@ -62,10 +75,23 @@ class Objective(nn.Module):
         ``"loss"`` is the total to minimise."""
         raise NotImplementedError
 
+    def mix_query(self, x: torch.Tensor) -> tuple[torch.Tensor, Mixing | None]:
+        """The normalised query images ``x`` mixed as ``config.mix`` draws (unchanged, and nothing drawn,
+        when the mixture is off), with the :class:`~galmoco.data.mixing.Mixing` (``None`` when off)."""
+        mixing = sample_mixing(x.shape[0], tuple(x.shape[-2:]), self.config.mix, x.device, self.generator)
+        return (x, None) if mixing is None else (apply_mixing(x, mixing), mixing)
+
+    def mix_targets(self, mixing: Mixing) -> torch.Tensor:
+        """``(N, N)`` soft targets of a mixed batch (each source's centre-weighted share)."""
+        size = tuple(mixing.coefficients.shape[-2:])
+        return soft_targets(mixing, centre_importance(size, self.config.mix.centre_sigma))
+
     def reconstruction_loss(self, latent: torch.Tensor, batch: dict[str, torch.Tensor],
-                            geometry: AugmentParams | None = None) -> torch.Tensor:
+                            geometry: AugmentParams | None = None,
+                            mixing: Mixing | None = None) -> torch.Tensor:
         """Masked MSE of ``decode(latent)`` against the normalised stamps of ``batch``: as stored, or moved
-        by ``geometry`` (a view's flip/rotation/shift, without its photometric changes), masks alike."""
+        by ``geometry`` (a view's flip/rotation/shift, without its photometric changes), masks alike;
+        with ``mixing``, the same mixture of the targets (and of their pixel weights) as the query's."""
         images, mask = batch["image"], batch.get("mask")
         if geometry is not None:
             images = self.augment.apply_geometry(images, geometry)
@@ -73,6 +99,8 @@ class Objective(nn.Module):
                 mask = self.augment.apply_geometry(mask[:, None], geometry)[:, 0]
         target = self.model.normalize(images)
         weights = pixel_weights(images, mask, self.config.mask)
+        if mixing is not None:
+            target, weights = apply_mixing(target, mixing), mix_pixel_weights(weights, mixing)
         # the decoder draws in the encoder's frame; the target's own frame turns the drawing back
         return masked_mse(self.model.decode(latent, self.model.frame(target)), target, weights)
 
@@ -125,8 +153,10 @@ class MocoObjective(Objective):
         self.key_encoder.train()
         return self
 
-    def contrastive(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, AugmentParams]:
-        """InfoNCE of the batch (enqueues its keys), the query view's latent and the query view's draws."""
+    def contrastive(self, batch: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, AugmentParams, Mixing | None]:
+        """InfoNCE of the batch (enqueues its keys), the query view's latent, the query view's draws and
+        the query's mixture (``None`` without ``mix``)."""
         images = batch["image"]
         # both views in one batched call: independent draws per row, half the per-call overhead
         both = torch.cat([images, images])
@@ -136,6 +166,7 @@ class MocoObjective(Objective):
         q_params = replace(params, **{f.name: getattr(params, f.name)[:n] for f in fields(params)
                                       if getattr(params, f.name) is not None})
         q_view, k_view = self.model.normalize(views).chunk(2)
+        q_view, mixing = self.mix_query(q_view)
         latent = self.model.encode_normalized(q_view)
         q = self.model.head(latent)
         k_view = self.model.canonicalize(k_view)
@@ -146,12 +177,17 @@ class MocoObjective(Objective):
                 k = self.shuffler.unshuffle(self.key_encoder(shuffled), index)
             else:
                 k = self.key_encoder(k_view)
-        loss = info_nce(q, k, self.queue.negatives(), self.config.moco.temperature)
+        temperature, queue = self.config.moco.temperature, self.queue.negatives()
+        if mixing is None:
+            loss = info_nce(q, k, queue, temperature)
+        else:  # the mixed query's positives: its sources' keys (this rank's batch), by their shares
+            loss = soft_info_nce(q @ k.to(q.dtype).t() / temperature, q @ queue.to(q.dtype).t() / temperature,
+                                 self.mix_targets(mixing))
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
-        return loss, latent, q_params
+        return loss, latent, q_params, mixing
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, _, _ = self.contrastive(batch)
+        nce, _, _, _ = self.contrastive(batch)
         return {"loss": nce, "loss_contrastive": nce}
 
 
@@ -166,9 +202,9 @@ class MocoAEObjective(MocoObjective):
     target asks an orientation-free latent for the stored orientation (docs/train.md)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, latent, q_params = self.contrastive(batch)
+        nce, latent, q_params, mixing = self.contrastive(batch)
         geometry = q_params if self.config.recon_target == "view" else None
-        recon = self.reconstruction_loss(latent, batch, geometry)
+        recon = self.reconstruction_loss(latent, batch, geometry, mixing)
         total = self.config.alpha * nce + self.config.beta * recon
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}
 
@@ -197,11 +233,20 @@ class MemoryBankObjective(Objective):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.model.normalize(self.augment(batch["image"], generator=self.generator))
+        x, mixing = self.mix_query(x)
         position = torch.searchsorted(self.train_rows, batch["index"].to(self.train_rows.device))
-        scores = self.contrast(self.embed_views(x), position)
-        n_data = self.contrast.n_data
-        loss = torch.stack([softmax_ce(s) if self.config.bank.softmax else nce_loss(s, n_data)
-                            for s in scores]).sum()
+        views = self.embed_views(x)
+        if mixing is not None:  # the batch's own bank entries before the update: the mixed positives
+            entries = [bank.memory[position].clone() for bank in self.contrast.banks]
+        scores = self.contrast(views, position)
+        if mixing is None:
+            n_data = self.contrast.n_data
+            losses = [softmax_ce(s) if self.config.bank.softmax else nce_loss(s, n_data) for s in scores]
+        else:  # softmax scores (validated): column 0 is the own entry, the rest the negatives
+            targets, temperature = self.mix_targets(mixing), self.contrast.temperature
+            losses = [soft_info_nce(views[i].float() @ entries[j].t() / temperature, s[:, 1:], targets)
+                      for (i, j), s in zip(self.contrast.pairs, scores, strict=True)]
+        loss = torch.stack(losses).sum()
         return {"loss": loss, "loss_contrastive": loss}
 
 

@@ -83,3 +83,24 @@ def test_help_shows_the_config_defaults_and_its_choices():
                   "training split. [default: 50]", "--arch [conv|resnet18|resnet50]",
                   "--objective [ae|moco|moco-ae|insdis|cmc]", "--norm [asinh|log10]"):
         assert shown in text, shown
+
+
+@pytest.mark.slow
+def test_cli_train_with_image_mixtures(tiny_store, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("num_threads: 1\nmodel:\n  widths: [8, 16, 32]\n  latent_dim: 16\n  proj_dim: 16\n"
+                   "moco:\n  bn_splits: 4\n")
+    run = tmp_path / "run"
+    res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
+                   "--batch-size", "32", "--device", "cpu", "--mix", "mixture", "--mix-global-count", "1",
+                   "--mix-region-prob", "0.5", "--mix-region-decay", "0.9", "--mix-centre-sigma", "0.2")
+    assert res.returncode == 0, res.stderr
+    mix = yaml.safe_load((run / "config.yaml").read_text())["mix"]
+    assert mix["method"] == "mixture" and mix["global_count"] == 1 and mix["global_prob"] == 0.1
+    assert mix["region_prob"] == 0.5 and mix["region_pixel_decay"] == 0.9 and mix["centre_sigma"] == 0.2
+    with (run / "metrics.csv").open() as fh:
+        assert float(next(csv.DictReader(fh))["loss"]) > 0
+    res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "ae"), "--objective", "ae",
+                   "--mix", "region")
+    assert res.returncode == 1
+    assert "mix.method" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from galmoco.data.augment import GalaxyAugment
+from galmoco.data.mixing import MixConfig, apply_mixing, sample_mixing
 from galmoco.models import GalaxyModel
 from galmoco.models.moco import SplitBatchNorm
 from galmoco.train.knn import encode_labels, knn_accuracy, knn_predict
@@ -89,3 +92,104 @@ def test_moco_ae_reconstructs_what_the_query_view_shows(target):
         recon = obj.model.decode(obj.model.encoder(obj.model.canonicalize(q_view)), obj.model.frame(drawn))
         expected = (recon - drawn).pow(2).mean()
     assert torch.allclose(out["loss_recon"], expected, atol=1e-5)
+
+
+def _mixing_objective(objective: str, mix: MixConfig, **moco):
+    cfg = tiny_config(objective=objective, mix=mix)
+    cfg.mask.rule = "none"
+    cfg.bank.k = 16
+    for key, value in moco.items():
+        setattr(cfg.moco, key, value)
+    torch.manual_seed(0)
+    model = GalaxyModel(cfg.validate(), "griz", 32, [1.0] * 4)
+    augment = GalaxyAugment(cfg.augment, [1.0] * 4)
+    return build_objective(model, augment, cfg, torch.Generator().manual_seed(0), queue_size=48,
+                           train_idx=np.arange(40))
+
+
+@pytest.mark.parametrize("objective", ["moco", "moco-ae", "insdis", "cmc"])
+def test_mixing_with_probability_zero_is_bit_identical_to_the_plain_objective(objective):
+    never = MixConfig(method="mixture", global_prob=0.0, region_prob=0.0)
+    plain, mixing = _mixing_objective(objective, MixConfig()), _mixing_objective(objective, never)
+    torch.manual_seed(1)
+    batches = [{"image": 5 * torch.rand(16, 4, 32, 32), "index": torch.arange(16) + 16 * b} for b in range(2)]
+    losses = []
+    for step, batch in enumerate(batches):  # two steps: the queue / banks the first writes, the second reads
+        torch.manual_seed(10 + step)  # the banks draw their negatives from the global generator
+        a = plain(batch)
+        torch.manual_seed(10 + step)
+        b = mixing(batch)
+        assert set(a) == set(b)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        losses.append(a["loss"])
+    mixed = _mixing_objective(objective, MixConfig(method="mixture", global_prob=1.0, region_prob=1.0))
+    torch.manual_seed(10)
+    loss = mixed(batches[0])["loss"]
+    assert torch.isfinite(loss) and not torch.equal(loss, losses[0])
+
+
+@pytest.mark.parametrize("objective", ["moco", "moco-ae"])
+def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
+    # momentum 0 and no BN shuffle: the key encoder is the query encoder, so keys can be recomputed
+    mix = MixConfig(method="global", global_count=1, global_prob=1.0)
+    obj = _mixing_objective(objective, mix, momentum=0.0, shuffle_bn=False)
+    obj.train()
+    images = 5 * torch.rand(16, 4, 32, 32)
+    queue = obj.queue.negatives().clone()
+    obj.generator = torch.Generator().manual_seed(4)
+    out = obj({"image": images})
+    draws = torch.Generator().manual_seed(4)  # the draws forward() made: both views, then the mixture
+    params = obj.augment.sample(32, "cpu", draws)
+    views = obj.augment.apply(torch.cat([images, images]), params, draws)
+    q_view, k_view = obj.model.normalize(views).chunk(2)
+    mixing = sample_mixing(16, (32, 32), mix, "cpu", draws)
+    mixed = apply_mixing(q_view, mixing)
+    partner, lam = mixing.sources[:, 1], mixing.coefficients[:, 0, 0, 0]
+    weight = lam[:, None, None, None]
+    assert torch.allclose(mixed, weight * q_view + (1 - weight) * q_view[partner])
+    assert (lam < 1).all()
+    with torch.no_grad():
+        latent = obj.model.encode_normalized(mixed)
+        q, k = obj.model.head(latent), obj.model.head(obj.model.encode_normalized(k_view))
+        t = obj.config.moco.temperature
+        direct = 0.0
+        for i in range(16):  # lam InfoNCE with its own key + (1 - lam) InfoNCE with the partner's
+            for j, w in ((i, lam[i]), (int(partner[i]), 1 - lam[i])):
+                logits = torch.cat([(q[i] @ k[j])[None], q[i] @ queue.t()]) / t
+                direct = direct + w * F.cross_entropy(logits[None], torch.tensor([0]))
+        direct = direct / 16
+    assert torch.allclose(out["loss_contrastive"], direct, atol=1e-5)
+    if objective == "moco-ae":  # the decoder draws the same mixture of the view's geometry-only targets
+        q_params = type(params)(**{k: (v[:16] if v is not None else None) for k, v in vars(params).items()})
+        target = apply_mixing(obj.model.normalize(obj.augment.apply_geometry(images, q_params)), mixing)
+        with torch.no_grad():
+            recon = obj.model.decode(latent, obj.model.frame(target))
+        assert torch.allclose(out["loss_recon"], (recon - target).pow(2).mean(), atol=1e-5)
+
+
+def test_mixed_insdis_loss_agrees_with_a_direct_computation():
+    mix = MixConfig(method="global", global_count=1, global_prob=1.0)
+    obj = _mixing_objective("insdis", mix)
+    obj.train()
+    images, index = 5 * torch.rand(16, 4, 32, 32), torch.arange(16) + 8
+    memory = obj.contrast.banks[0].memory.clone()
+    obj.generator = torch.Generator().manual_seed(4)
+    torch.manual_seed(9)  # the bank draws its negatives from the global generator
+    out = obj({"image": images, "index": index})
+    draws = torch.Generator().manual_seed(4)  # the draws forward() made: the view, then the mixture
+    x = obj.model.normalize(obj.augment(images, generator=draws))
+    mixing = sample_mixing(16, (32, 32), mix, "cpu", draws)
+    partner, lam = mixing.sources[:, 1], mixing.coefficients[:, 0, 0, 0]
+    torch.manual_seed(9)
+    negatives = torch.randint(40, (16, obj.config.bank.k + 1))[:, 1:]
+    with torch.no_grad():
+        v = obj.model.head(obj.model.encode_normalized(apply_mixing(x, mixing)))
+        t = obj.config.bank.temperature
+        direct = 0.0
+        for i in range(16):  # lam: the own bank entry is the positive; 1 - lam: the partner's
+            for j, w in ((i, lam[i]), (int(partner[i]), 1 - lam[i])):
+                logits = torch.cat([(v[i] @ memory[index[j]])[None], memory[negatives[i]] @ v[i]]) / t
+                direct = direct + w * F.cross_entropy(logits[None], torch.tensor([0]))
+        direct = direct / 16
+    assert (lam < 1).all()
+    assert torch.allclose(out["loss"], direct, atol=1e-5)
