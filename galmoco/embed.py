@@ -17,14 +17,16 @@ import torch
 from astropy.table import Table
 from tqdm.auto import tqdm
 
+from galmoco.cachekey import file_sha256, keyed_output
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
 from galmoco.distributed import resolve_device
 from galmoco.errors import GalmocoError
-from galmoco.io.store import CutoutStore, read_catalog
+from galmoco.io.store import CutoutStore, read_catalog, store_fingerprint
 from galmoco.io.tables import read_table, table_format, write_table
 
 __all__ = [
     "embed_store",
+    "embeddings_key",
     "load_checkpoint_model",
     "read_embeddings",
 ]
@@ -48,6 +50,18 @@ def load_checkpoint_model(checkpoint: str | Path | torch.nn.Module, device: torc
     from galmoco.train.checkpoint import load_model  # torch-heavy training stack: only when needed
 
     return load_model(path, device=str(device)).eval()
+
+
+def embeddings_key(checkpoint: str | Path, store: str | Path, transforms: bool) -> dict[str, object]:
+    """What an embeddings table is computed from (recorded beside it, :mod:`galmoco.cachekey`): the
+    checkpoint file's SHA-256 (a run directory means its ``checkpoints/last.pt``), the store's
+    :func:`~galmoco.io.store.store_fingerprint` and whether the transformed copies are in it."""
+    path = Path(checkpoint)
+    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise GalmocoError(f"{path}: checkpoint not found")
+    return {"checkpoint_sha256": file_sha256(path), "store": store_fingerprint(store),
+            "transforms": transforms}
 
 
 def read_embeddings(path: str | Path) -> Table:
@@ -113,6 +127,9 @@ def embed_store(
     if batch_size < 1:
         raise GalmocoError(f"--batch-size must be positive, got {batch_size}")
     dev = resolve_device(device)
+    # the inputs, recorded beside the table (before loading: a checkpoint rewritten meanwhile is not
+    # taken for the one embedded), so the analysis can tell whether it is current
+    inputs = embeddings_key(checkpoint, store, transforms) if isinstance(checkpoint, str | Path) else None
     model = load_checkpoint_model(checkpoint, dev)
     with CutoutStore(store) as data:
         parts = _encode_all(model, data, dev, transforms, with_projection, batch_size)
@@ -122,4 +139,5 @@ def embed_store(
     # short keys: they become FITS header cards
     source = str(checkpoint) if isinstance(checkpoint, str | Path) else "model"
     table.meta.update(CKPT=source, STORE=str(store))
-    return write_table(table, out)
+    with keyed_output(out, inputs):
+        return write_table(table, out)
