@@ -23,10 +23,12 @@ import torch
 from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
+from galmoco.cachekey import file_sha256, keyed_output
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
 from galmoco.distributed import detect_env, init_distributed, resolve_device, teardown
 from galmoco.errors import GalmocoError
 from galmoco.io.contract import DataContract
+from galmoco.io.store import store_fingerprint
 from galmoco.io.storeset import StoreSet
 from galmoco.io.tables import read_table, table_format, write_table
 
@@ -36,6 +38,7 @@ __all__ = [
     "embed_store",
     "embed_table",
     "encode_images",
+    "embeddings_key",
     "load_checkpoint_model",
     "model_contract",
     "read_embeddings",
@@ -78,6 +81,20 @@ def shard_path(out: str | Path, rank: int, world: int) -> Path:
     out = Path(out)
     suffix = "".join(out.suffixes[-1:])
     return out.with_name(f"{out.name[:len(out.name) - len(suffix)]}.rank{rank}-of-{world}{suffix}")
+
+
+def embeddings_key(checkpoint: str | Path, store: str | Path | Sequence[str | Path],
+                   transforms: bool) -> dict[str, object]:
+    """What an embeddings table is computed from (recorded beside it, :mod:`galmoco.cachekey`): the
+    checkpoint file's SHA-256 (a run directory means its ``checkpoints/last.pt``), each store file's
+    :func:`~galmoco.io.store.store_fingerprint` and whether the transformed copies are in it."""
+    path = Path(checkpoint)
+    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise GalmocoError(f"{path}: checkpoint not found")
+    paths = [store] if isinstance(store, str | Path) else list(store)
+    return {"checkpoint_sha256": file_sha256(path), "store": [store_fingerprint(p) for p in paths],
+            "transforms": transforms}
 
 
 def read_embeddings(path: str | Path) -> Table:
@@ -274,12 +291,16 @@ def embed_store(
     env = detect_env()
     dev = init_distributed(device).device if env.world_size > 1 else resolve_device(device)
     source = str(checkpoint) if isinstance(checkpoint, str | Path) else "model"
-    model = load_checkpoint_model(checkpoint, dev)
     paths = [store] if isinstance(store, str | Path) else list(store)
+    # the inputs, recorded beside the table (before loading: a checkpoint rewritten meanwhile is not
+    # taken for the one embedded), so the analysis can tell whether it is current
+    inputs = embeddings_key(checkpoint, paths, transforms) if isinstance(checkpoint, str | Path) else None
+    model = load_checkpoint_model(checkpoint, dev)
     table = embed_table(model, paths, dev, batch_size, allow_size, transforms, with_projection, source,
                         (env.rank, env.world_size))
     if env.world_size == 1:
-        return write_table(table, out)
+        with keyed_output(out, inputs):
+            return write_table(table, out)
     write_table(table, shard_path(out, env.rank, env.world_size))
     import torch.distributed as dist
 
@@ -290,6 +311,7 @@ def embed_store(
         bounds = [n * r // env.world_size for r in range(env.world_size + 1)]
         manifest = Table({"file": [shard_path(out, r, env.world_size).name for r in range(env.world_size)],
                           "first_row": bounds[:-1], "n_rows": np.diff(bounds)})
-        write_table(manifest, out)
+        with keyed_output(out, inputs):
+            write_table(manifest, out)
     teardown()
     return out

@@ -8,33 +8,30 @@ RUN_DIR/probes.csv                galmoco probe
 RUN_DIR/reconstruction.csv        masked reconstruction error (one row: source_mse, sky_mse, ...)
 ```
 
-Each product computed here gets a key file beside it (``<product>.key.json``): the inputs it was
-computed from (the checkpoint's SHA-256, the store's :func:`~galmoco.io.store.store_fingerprint`, the
-embeddings file's size and mtime, the options). A product is reused only when its key matches the
+Each product gets a key file beside it (``<product>.key.json``, :mod:`galmoco.cachekey`): the inputs
+it was computed from (the checkpoint's SHA-256, the store's :func:`~galmoco.io.store.store_fingerprint`,
+the embeddings file's size and mtime, the options). A product is reused only when its key matches the
 inputs of this call, and recomputed otherwise (after ``train --resume``, another store, metric,
-exclusion, probe columns or mask settings). A product without a key (written by the CLI commands, or an
-older galmoco) is reused only when it cannot be recomputed (no store given).
+exclusion, probe columns or mask settings). A product without a key (``galmoco placement``/``probe``
+output, or an older galmoco's) is reused only when it cannot be recomputed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from galmoco.analysis.placement import placement_summary, placement_table
 from galmoco.analysis.probes import run_probes
+from galmoco.cachekey import file_sha256, is_current, keyed_output
 from galmoco.config import load_config
 from galmoco.data.masks import MaskConfig
-from galmoco.embed import embed_store
+from galmoco.embed import embed_store, embeddings_key
 from galmoco.errors import GalmocoError
-from galmoco.files import atomic_write_text
 from galmoco.io.store import store_fingerprint
 from galmoco.io.tables import VECTOR_TABLE_SUFFIXES, read_table, write_table
 
@@ -57,39 +54,7 @@ PHYSICAL_COLUMNS = ("class", "hlr_arcsec", "sersic_n", "bulge_frac", "ellipticit
 _NOT_PROBED = ("id", "ra", "dec", "source", "n_bad_pixels", "padded")
 
 
-def _key_path(product: Path) -> Path:
-    return product.with_name(product.name + ".key.json")
-
-
-def _is_current(product: Path, key: dict[str, Any]) -> bool:
-    """Whether ``product`` exists and was computed from the inputs ``key`` describes."""
-    try:
-        return product.is_file() and json.loads(_key_path(product).read_text()) == key
-    except (OSError, ValueError):
-        return False
-
-
-def _write_key(product: Path, key: dict[str, Any]) -> None:
-    atomic_write_text(_key_path(product), json.dumps(key, indent=1, sort_keys=True) + "\n")
-
-
-def _normalised(key: dict[str, Any]) -> dict[str, Any]:
-    """``key`` as it reads back from JSON (tuples become lists), so keys compare equal after a round trip."""
-    return json.loads(json.dumps(key))
-
-
-def _checkpoint_sha256(run_dir: Path) -> str:
-    path = run_dir / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise GalmocoError(f"{path}: checkpoint not found")
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _embeddings_key(path: Path) -> dict[str, int]:
+def _embeddings_file(path: Path) -> dict[str, int]:
     """What identifies an embeddings file for the products computed from it: its size and mtime (a
     re-embedding rewrites it atomically, so both change)."""
     stat = path.stat()
@@ -113,15 +78,11 @@ def ensure_embeddings(
     found = find_embeddings(run_dir)
     if store is None:
         return found
-    run_dir = Path(run_dir)
-    key = _normalised({"checkpoint_sha256": _checkpoint_sha256(run_dir), "store": store_fingerprint(store),
-                       "transforms": True})
-    if found is not None and _is_current(found, key):
+    if found is not None and is_current(found, embeddings_key(run_dir, store, transforms=True)):
         return found
-    # EMBEDDINGS (.parquet) is what find_embeddings finds first, so a stale .fits/.h5 stays unused
-    out = embed_store(run_dir, store, run_dir / EMBEDDINGS, transforms=True, device=device)
-    _write_key(out, key)
-    return out
+    # EMBEDDINGS (.parquet) is what find_embeddings finds first, so a stale .fits/.h5 stays unused;
+    # embed_store records its key beside it
+    return embed_store(run_dir, store, Path(run_dir) / EMBEDDINGS, transforms=True, device=device)
 
 
 def exclude_rows(table: Table, column: str | None, value: str | None) -> np.ndarray | None:
@@ -160,17 +121,15 @@ def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path 
     emb = ensure_embeddings(run_dir, store, device)
     # every option that changes the ranks, defaults included (chunk changes memory use only)
     options = {name: kwargs.get(name) for name in ("transforms", "exclude_column", "exclude_value")}
-    key = None if emb is None else _normalised({"embeddings": _embeddings_key(emb), "metric": metric,
-                                                **options})
-    if ranks_path.is_file() and summary_path.is_file() and (key is None or _is_current(ranks_path, key)):
+    key = None if emb is None else {"embeddings": _embeddings_file(emb), "metric": metric, **options}
+    if ranks_path.is_file() and summary_path.is_file() and (key is None or is_current(ranks_path, key)):
         summary = Table.read(summary_path, format="ascii.csv")
         if len(summary) and str(summary["metric"][0]) == metric:
             return read_table(ranks_path), summary
     if emb is None:
         return None
-    found = write_placement(read_table(emb), run_dir, metric, **kwargs)
-    _write_key(ranks_path, key)
-    return found
+    with keyed_output(ranks_path, key):
+        return write_placement(read_table(emb), run_dir, metric, **kwargs)
 
 
 def default_probe_columns(table: Table) -> list[str]:
@@ -191,9 +150,9 @@ def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, sto
     embeddings or ``columns`` (default columns: all truth)."""
     path = Path(run_dir) / PROBES
     emb = ensure_embeddings(run_dir, store, device)
-    key = None if emb is None else _normalised({"embeddings": _embeddings_key(emb),
-                                                "columns": list(columns) if columns else None})
-    if path.is_file() and (key is None or _is_current(path, key)):
+    key = None if emb is None else {"embeddings": _embeddings_file(emb),
+                                    "columns": list(columns) if columns else None}
+    if path.is_file() and (key is None or is_current(path, key)):
         return Table.read(path, format="ascii.csv")
     if emb is None:
         return None
@@ -202,8 +161,8 @@ def ensure_probes(run_dir: str | Path, columns: Sequence[str] | None = None, sto
     if not columns:
         return None
     probes = run_probes(table, columns=columns)
-    write_table(probes, path)
-    _write_key(path, key)
+    with keyed_output(path, key):
+        write_table(probes, path)
     return probes
 
 
@@ -227,9 +186,12 @@ def ensure_reconstruction(run_dir: str | Path, store: str | Path | None = None,
     if store is None:
         return Table.read(path, format="ascii.csv") if path.is_file() else None
     mask_config = mask_config or load_config(run_dir / "config.yaml").mask
-    key = _normalised({"checkpoint_sha256": _checkpoint_sha256(run_dir), "store": store_fingerprint(store),
-                       "mask": dataclasses.asdict(mask_config)})
-    if _is_current(path, key):
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        raise GalmocoError(f"{checkpoint}: checkpoint not found")
+    key = {"checkpoint_sha256": file_sha256(checkpoint), "store": store_fingerprint(store),
+           "mask": dataclasses.asdict(mask_config)}
+    if is_current(path, key):
         return Table.read(path, format="ascii.csv")
     try:
         errors = reconstruction_errors(run_dir, store, mask_config, device=device)
@@ -238,6 +200,6 @@ def ensure_reconstruction(run_dir: str | Path, store: str | Path | None = None,
             return None
         raise
     table = Table(rows=[errors])
-    write_table(table, path)
-    _write_key(path, key)
+    with keyed_output(path, key):
+        write_table(table, path)
     return table

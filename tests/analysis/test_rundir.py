@@ -15,6 +15,7 @@ from galmoco.analysis.rundir import (
     ensure_probes,
     ensure_reconstruction,
 )
+from galmoco.cachekey import key_path
 from galmoco.config import load_config, save_config
 from galmoco.data.masks import MaskConfig
 from galmoco.embed import embed_store
@@ -49,6 +50,16 @@ def test_embeddings_are_recomputed_after_the_checkpoint_changes(tmp_path, store_
     again = read_table(ensure_embeddings(run, store_path, "cpu"))["latent"]
     fresh = read_table(embed_store(run, store_path, tmp_path / "fresh.parquet", device="cpu"))["latent"]
     assert not np.allclose(again, first) and np.allclose(again, fresh)
+
+
+def test_embeddings_written_by_embed_are_reused_until_their_origin_is_unknown(store_path, make_run):
+    run = make_run("run", "ae", 0)
+    path = embed_store(run, store_path, run / "embeddings.fits", transforms=True, device="cpu")
+    stamp = path.stat().st_mtime_ns
+    assert ensure_embeddings(run, store_path, "cpu") == path and path.stat().st_mtime_ns == stamp
+    key_path(path).unlink()  # a table of unknown origin is recomputed when it can be
+    assert ensure_embeddings(run, store_path, "cpu") == run / "embeddings.parquet"
+    assert ensure_embeddings(run, None, "cpu") == run / "embeddings.parquet"
 
 
 def test_placement_is_recomputed_for_other_options(store_path, make_run):

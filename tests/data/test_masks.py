@@ -247,9 +247,10 @@ def test_a_store_held_too_long_is_named_in_one_line(tiny_store, monkeypatch):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_two_processes_caching_the_same_masks_both_succeed(tmp_path, rng):
     from tests.data.conftest import noisy_stamp, write_store
-    stamps = [noisy_stamp(rng, size=32, amplitude=a) for a in np.linspace(0, 1000, 600)]
+    stamps = [noisy_stamp(rng, size=32, amplitude=a) for a in np.linspace(0, 1000, 300)]
     path = write_store(tmp_path / "s.h5", np.stack([s[0] for s in stamps]), np.stack([s[1] for s in stamps]))
     code = "import sys\nfrom galmoco.data.masks import MaskConfig, ensure_sky_masks\n" \
            "print(ensure_sky_masks(sys.argv[1], MaskConfig(), block=16))"

@@ -314,8 +314,9 @@ def test_outputs_follow_the_umask(tmp_path, writers):
         assert path.stat().st_mode & 0o777 == 0o664, path
 
 
+@pytest.mark.slow
 def test_two_packs_started_together_on_one_output(tmp_path, writers):
-    images = writers.des_clones(tmp_path / "job", 300)
+    images = writers.des_clones(tmp_path / "job", 200)
     out = tmp_path / "d.h5"
     command = [sys.executable, "-m", "galmoco", "pack", tmp_path / "job", "-o", out, "--bands", "g",
                "--workers", "1"]
