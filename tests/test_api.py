@@ -124,3 +124,9 @@ def test_docstring_examples_run(world):
     result = doctest.testmod(api_module, extraglobs={**world, "network": network, "np": np},
                              optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_search_by_fits_finds_the_packed_object_itself(world):
+    table, images = galmoco.search(world["index_dir"], fits=[world["fits_paths"][1]], k=2, device="cpu")
+    assert images.shape == (1, 4, SIZE, SIZE)
+    assert list(table["id"])[0] == "DESJ001" and float(table["distance"][0]) < 1e-4

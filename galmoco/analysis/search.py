@@ -96,10 +96,11 @@ def search_radec(index: Index | str | Path, ra: float, dec: float, radius_arcsec
     catalog = SkyCoord(np.asarray(index.catalog["ra"], float) * u.deg, np.asarray(index.catalog["dec"], float)
                        * u.deg)
     row, separation, _ = SkyCoord(ra * u.deg, dec * u.deg).match_to_catalog_sky(catalog)
-    if not separation.arcsec <= radius_arcsec:
+    arcsec = float(np.squeeze(separation.arcsec))
+    if not arcsec <= radius_arcsec:
         raise GalmocoError(f"no indexed galaxy within {radius_arcsec:g} arcsec of RA {ra:.6f}, Dec {dec:.6f} "
-                           f"(nearest: {separation.arcsec:.1f} arcsec)")
-    return search_ids(index, [str(index.catalog["id"][int(row)])], k)
+                           f"(nearest: {arcsec:.1f} arcsec)")
+    return search_ids(index, [str(index.catalog["id"][int(np.squeeze(row))])], k)
 
 
 def search(index: Index | str | Path, ids: Sequence[str] = (), radec: tuple[float, float] | None = None,
