@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check galmoco tests benchmarks
 
-test: lint
+# the explorer's test drives a real headless Chromium (system package; apt-get, as root)
+browser:
+	scripts/install_browser.sh
+
+test: lint browser
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
