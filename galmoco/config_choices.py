@@ -6,16 +6,8 @@ cannot disagree. :mod:`galmoco.config` re-exports them.
 
 from __future__ import annotations
 
-__all__ = [
-    "ARCHS",
-    "FRAMES",
-    "HEADS",
-    "KEY_BN_BUFFERS",
-    "OBJECTIVES",
-    "OPTIMIZERS",
-    "RECON_TARGETS",
-    "one_of",
-]
+__all__ = ["ARCHS", "FRAMES", "HEADS", "KEY_BN_BUFFERS", "OBJECTIVES", "OPTIMIZERS", "RECON_TARGETS",
+           "one_of"]
 
 #: training objectives: reconstruction only, contrastive only, the two combined, and the memory-bank
 #: objectives of the CMC code base (instance discrimination, contrastive multiview coding)

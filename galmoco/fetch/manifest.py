@@ -169,10 +169,7 @@ def _coadd_fields(path: Path, row: int, values: list[object],
     """The validated ``COADD_OBJECT_ID`` of one row.
 
     Args:
-        path: the manifest, for messages.
-        row: 1-based data row, for messages.
-        values: the row's cells, in column order.
-        columns: known column name -> cell position (from :func:`_column_index`).
+        path, row, values, columns: as for :func:`_position_fields`.
 
     Returns:
         ``(id, {"coadd_object_id": id})``: the key that identifies a repeated object and the row's
