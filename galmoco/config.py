@@ -18,6 +18,16 @@ from typing import Any
 
 import yaml
 
+from galmoco.config_choices import (
+    ARCHS,
+    FRAMES,
+    HEADS,
+    KEY_BN_BUFFERS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    RECON_TARGETS,
+    one_of,
+)
 from galmoco.config_dict import config_to_dict, config_value, dataclass_from_dict
 from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
@@ -51,21 +61,6 @@ __all__ = [
     "save_config",
 ]
 
-#: training objectives: reconstruction only, contrastive only, the two combined, and the memory-bank
-#: objectives of the CMC code base (instance discrimination, contrastive multiview coding)
-OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae", "insdis", "cmc")
-#: encoder architectures (``model.arch``)
-ARCHS: tuple[str, ...] = ("conv", "resnet18", "resnet50")
-#: projection heads (``model.head``): MoCo v1's linear layer, v2's MLP
-HEADS: tuple[str, ...] = ("linear", "mlp")
-#: frames the encoder reads stamps in (``model.frame``)
-FRAMES: tuple[str, ...] = ("d4", "none")
-#: optimisers (``optim.optimizer``)
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
-#: what the moco-ae decoder draws (``recon_target``)
-RECON_TARGETS: tuple[str, ...] = ("view", "stored")
-#: how the key encoder's BN buffers follow the query encoder (``moco.key_bn_buffers``)
-KEY_BN_BUFFERS: tuple[str, ...] = ("own", "momentum")
 #: queue size used when ``moco.queue_size`` is unset and the training set is large enough
 DEFAULT_QUEUE_SIZE = 4096
 #: batch size the base learning rate refers to (linear scaling rule, Goyal et al. 2017)
@@ -294,21 +289,21 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check values; returns ``self``. Raises GalmocoError naming the option."""
         checks = [
-            (self.objective in OBJECTIVES, "objective", _one_of(OBJECTIVES)),
-            (self.recon_target in RECON_TARGETS, "recon_target", _one_of(RECON_TARGETS)),
-            (self.model.arch in ARCHS, "model.arch", _one_of(ARCHS)),
-            (self.model.head in HEADS, "model.head", _one_of(HEADS)),
-            (self.model.frame in FRAMES, "model.frame", _one_of(FRAMES)),
+            (self.objective in OBJECTIVES, "objective", one_of(OBJECTIVES)),
+            (self.recon_target in RECON_TARGETS, "recon_target", one_of(RECON_TARGETS)),
+            (self.model.arch in ARCHS, "model.arch", one_of(ARCHS)),
+            (self.model.head in HEADS, "model.head", one_of(HEADS)),
+            (self.model.frame in FRAMES, "model.frame", one_of(FRAMES)),
             (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
-            (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", _one_of(OPTIMIZERS)),
+            (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.batch_size >= 2, "batch_size", "at least 2"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1)"),
             (0.0 <= self.moco.momentum < 1.0, "moco.momentum", "in [0, 1)"),
             (self.moco.temperature > 0, "moco.temperature", "positive"),
-            (self.moco.key_bn_buffers in KEY_BN_BUFFERS, "moco.key_bn_buffers", _one_of(KEY_BN_BUFFERS)),
+            (self.moco.key_bn_buffers in KEY_BN_BUFFERS, "moco.key_bn_buffers", one_of(KEY_BN_BUFFERS)),
             (self.moco.queue_size is None or self.moco.queue_size >= 1, "moco.queue_size", "positive"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads", "at least 1"),
@@ -337,10 +332,6 @@ class TrainConfig:
                 "moco.shuffle_bn false"
             )
         return self
-
-
-def _one_of(values: tuple[str, ...]) -> str:
-    return f"one of {', '.join(values)}"
 
 
 def auto_queue_size(n_train: int, batch_size: int, default: int = DEFAULT_QUEUE_SIZE) -> int:

@@ -99,6 +99,17 @@ def _column_index(path: Path, names: list[str], allow_coadd_ids: bool) -> dict[s
 
 
 def _number(path: Path, row: int, column: str, value: object) -> float:
+    """A finite float from one manifest cell.
+
+    Args:
+        path: the manifest, for messages.
+        row: 1-based data row, for messages.
+        column: the column's name, for messages.
+        value: the cell as read (text or a table value).
+
+    Returns:
+        The value as a finite float.
+    """
     try:
         number = float(str(value).strip())
     except ValueError:
@@ -109,11 +120,142 @@ def _number(path: Path, row: int, column: str, value: object) -> float:
 
 
 def _check_id(path: Path, row: int, ident: str) -> str:
+    """An object id that is safe as a file name.
+
+    Args:
+        path: the manifest, for messages.
+        row: 1-based data row, for messages.
+        ident: the id as read.
+
+    Returns:
+        The id without surrounding white space.
+    """
     ident = ident.strip()
     # ids become file names (Legacy Survey cubes): refuse anything that could leave the folder
     if not ident or "/" in ident or "\\" in ident or ident.startswith("."):
         raise GalmocoError(f"{path}: row {row}: id {ident!r} is empty or not usable as a file name")
     return ident
+
+
+def _position_fields(path: Path, row: int, values: list[object],
+                     columns: dict[str, int]) -> tuple[object, dict[str, object]]:
+    """The validated position (and id) of one ``ra, dec[, id]`` row.
+
+    Args:
+        path: the manifest, for messages.
+        row: 1-based data row, for messages.
+        values: the row's cells, in column order.
+        columns: known column name -> cell position (from :func:`_column_index`).
+
+    Returns:
+        ``((ra, dec), {"ra": ra, "dec": dec, "id": id})``: the key that identifies a repeated object
+        and the row's output fields (ra, dec in degrees; id the DES BASENAME when there is no id column).
+    """
+    ra = _number(path, row, "ra", values[columns["ra"]])
+    dec = _number(path, row, "dec", values[columns["dec"]])
+    if not 0.0 <= ra < 360.0:
+        raise GalmocoError(f"{path}: row {row}: ra {ra} is outside [0, 360)")
+    if not -90.0 <= dec <= 90.0:
+        raise GalmocoError(f"{path}: row {row}: dec {dec} is outside [-90, 90]")
+    if "id" in columns:
+        ident = _check_id(path, row, str(values[columns["id"]]))
+    else:
+        ident = des_basename(ra, dec)
+    return (ra, dec), {"ra": ra, "dec": dec, "id": ident}
+
+
+def _coadd_fields(path: Path, row: int, values: list[object],
+                  columns: dict[str, int]) -> tuple[object, dict[str, object]]:
+    """The validated ``COADD_OBJECT_ID`` of one row.
+
+    Args:
+        path, row, values, columns: as for :func:`_position_fields`.
+
+    Returns:
+        ``(id, {"coadd_object_id": id})``: the key that identifies a repeated object and the row's
+        output field.
+    """
+    text = str(values[columns["coadd_object_id"]]).strip()
+    if not text.isdigit():
+        raise GalmocoError(f"{path}: row {row}: COADD_OBJECT_ID {text!r} is not a positive integer")
+    key = int(text)
+    return key, {"coadd_object_id": key}
+
+
+def _parse_rows(path: Path, names: list[str], rows: list[list[object]], columns: dict[str, int],
+                by_position: bool) -> tuple[dict[str, list], list[tuple[int, int]]]:
+    """Validate every row and drop repeated objects (the first is kept).
+
+    Args:
+        path: the manifest, for messages.
+        names: the header's column names.
+        rows: the raw row values.
+        columns: known column name -> cell position (from :func:`_column_index`).
+        by_position: the manifest gives ``ra, dec`` (else ``COADD_OBJECT_ID``).
+
+    Returns:
+        The output columns (``row``, ``ra``, ``dec``, ``id``, ``coadd_object_id``; those the manifest
+        does not use stay empty) and the ``(row, row_it_repeats)`` pairs of the dropped rows.
+    """
+    fields_of = _position_fields if by_position else _coadd_fields
+    out: dict[str, list] = {"row": [], "ra": [], "dec": [], "id": [], "coadd_object_id": []}
+    seen: dict[object, int] = {}
+    duplicates: list[tuple[int, int]] = []
+    for number, values in enumerate(rows, start=1):
+        if len(values) != len(names):
+            raise GalmocoError(f"{path}: row {number}: {len(values)} values for {len(names)} columns "
+                               f"({', '.join(names)})")
+        key, fields = fields_of(path, number, values, columns)
+        if key in seen:
+            duplicates.append((number, seen[key]))
+            continue
+        for name, value in fields.items():
+            out[name].append(value)
+        seen[key] = number
+        out["row"].append(number)
+    return out, duplicates
+
+
+def _check_unique_ids(path: Path, rows: list[int], ids: list[str]) -> None:
+    """Refuse an id given to two different positions (their cutouts would share a file name).
+
+    Args:
+        path: the manifest, for messages.
+        rows: 1-based data rows of the kept objects.
+        ids: their ids, in the same order.
+
+    Returns:
+        Nothing; raises GalmocoError naming the first row whose id repeats an earlier one.
+    """
+    first: dict[str, int] = {}
+    for row, ident in zip(rows, ids, strict=True):
+        if ident in first:
+            raise GalmocoError(f"{path}: row {row}: id {ident!r} repeats row {first[ident]} at another "
+                               "position")
+        first[ident] = row
+
+
+def _manifest_table(out: dict[str, list], by_position: bool) -> Table:
+    """The manifest table of the parsed columns.
+
+    Args:
+        out: the columns from :func:`_parse_rows`.
+        by_position: the manifest gives ``ra, dec`` (else ``COADD_OBJECT_ID``).
+
+    Returns:
+        ``row, ra, dec, id`` (int64, float64 degrees, float64 degrees, str) or ``row, coadd_object_id``
+        (int64, int64).
+    """
+    if by_position:
+        return Table(
+            [np.array(out["row"], np.int64), np.array(out["ra"], np.float64),
+             np.array(out["dec"], np.float64), np.array(out["id"], str)],
+            names=("row", "ra", "dec", "id"),
+        )
+    return Table(
+        [np.array(out["row"], np.int64), np.array(out["coadd_object_id"], np.int64)],
+        names=("row", "coadd_object_id"),
+    )
 
 
 def read_manifest(path: str | Path, allow_coadd_ids: bool = True) -> Table:
@@ -141,60 +283,11 @@ def read_manifest(path: str | Path, allow_coadd_ids: bool = True) -> Table:
     columns = _column_index(path, names, allow_coadd_ids)
     if not rows:
         raise GalmocoError(f"{path}: the manifest has a header but no rows")
-    by_coord = "ra" in columns and "dec" in columns
-    out: dict[str, list] = {"row": [], "ra": [], "dec": [], "id": [], "coadd_object_id": []}
-    seen: dict[object, int] = {}
-    duplicates: list[tuple[int, int]] = []
-    for number, values in enumerate(rows, start=1):
-        if len(values) != len(names):
-            raise GalmocoError(f"{path}: row {number}: {len(values)} values for {len(names)} columns "
-                               f"({', '.join(names)})")
-        if by_coord:
-            ra = _number(path, number, "ra", values[columns["ra"]])
-            dec = _number(path, number, "dec", values[columns["dec"]])
-            if not 0.0 <= ra < 360.0:
-                raise GalmocoError(f"{path}: row {number}: ra {ra} is outside [0, 360)")
-            if not -90.0 <= dec <= 90.0:
-                raise GalmocoError(f"{path}: row {number}: dec {dec} is outside [-90, 90]")
-            if "id" in columns:
-                ident = _check_id(path, number, str(values[columns["id"]]))
-            else:
-                ident = des_basename(ra, dec)
-            key: object = (ra, dec)
-            fields = {"ra": ra, "dec": dec, "id": ident}
-        else:
-            text = str(values[columns["coadd_object_id"]]).strip()
-            if not text.isdigit():
-                raise GalmocoError(f"{path}: row {number}: COADD_OBJECT_ID {text!r} is not a positive "
-                                   "integer")
-            key = int(text)
-            fields = {"coadd_object_id": key}
-        if key in seen:
-            duplicates.append((number, seen[key]))
-            continue
-        for name, value in fields.items():
-            out[name].append(value)
-        seen[key] = number
-        out["row"].append(number)
-    if by_coord:
-        table = Table(
-            [np.array(out["row"], np.int64), np.array(out["ra"], np.float64),
-             np.array(out["dec"], np.float64), np.array(out["id"], str)],
-            names=("row", "ra", "dec", "id"),
-        )
-        dup_ids = len(set(out["id"])) != len(out["id"])
-        if dup_ids:
-            first: dict[str, int] = {}
-            for r, i in zip(out["row"], out["id"], strict=True):
-                if i in first:
-                    raise GalmocoError(f"{path}: row {r}: id {i!r} repeats row {first[i]} at another "
-                                       "position")
-                first[i] = r
-    else:
-        table = Table(
-            [np.array(out["row"], np.int64), np.array(out["coadd_object_id"], np.int64)],
-            names=("row", "coadd_object_id"),
-        )
+    by_position = "ra" in columns and "dec" in columns
+    out, duplicates = _parse_rows(path, names, rows, columns, by_position)
+    if by_position:
+        _check_unique_ids(path, out["row"], out["id"])
+    table = _manifest_table(out, by_position)
     table.meta["duplicates"] = duplicates
     table.meta["source"] = str(path)
     for row, earlier in duplicates:
