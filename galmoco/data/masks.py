@@ -250,6 +250,43 @@ def _compute(blocks: Iterable[tuple], workers: int) -> Iterator[np.ndarray]:
             yield pending.popleft().result()
 
 
+def _write_sky_masks(h5: h5py.File, path: Path, name: str, config: MaskConfig, workers: int,
+                     block: int) -> None:
+    """Compute every object's sky-mask weights into ``name``, under a temporary name renamed when complete.
+
+    Args:
+        h5: the store, open for appending.
+        path: its path, for messages.
+        name: the dataset to write, ``"masks/<key>"`` (:func:`mask_key`).
+        config: the mask rule and its parameters (stored as the dataset's attributes).
+        workers: processes for sep (1: in this process).
+        block: objects per read/write.
+
+    Raises:
+        GalmocoError: when the file is not a galmoco store, or an incomplete one.
+    """
+    if "images" not in h5:
+        raise GalmocoError(f"{path}: not a galmoco store (no /images dataset)")
+    if not h5.attrs.get("complete", True):
+        raise GalmocoError(f"{path}: the store is incomplete (packing was interrupted); pack it again")
+    n, _, h, w = h5["images"].shape
+    group = h5.require_group("masks")
+    tmp = f"{name.split('/', 1)[1]}.partial"
+    if tmp in group:
+        del group[tmp]  # left by an interrupted run
+    dset = group.create_dataset(tmp, shape=(n, h, w), dtype="float32", chunks=(1, h, w) if n else None)
+    for key, value in vars(config).items():
+        dset.attrs[key] = value
+    with tqdm(total=n, desc="sky masks", unit="obj", disable=None) as bar:
+        start = 0
+        for result in _compute(_blocks(h5, block, config), workers):
+            dset[start:start + len(result)] = result
+            start += len(result)
+            bar.update(len(result))
+    group.move(tmp, name.split("/", 1)[1])
+    h5.flush()
+
+
 def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 1,
                      block: int = 256, wait_s: float | None = None) -> str | None:
     """Compute the segmentation loss weights of every object once and cache them in the store.
@@ -291,27 +328,7 @@ def ensure_sky_masks(store_path: str | Path, config: MaskConfig, workers: int = 
         raise GalmocoError(f"cannot cache the sky masks: {exc}; or cache them before starting runs "
                            "that share the store") from None
     with h5:
-        if name in h5:
-            return name
-        if "images" not in h5:
-            raise GalmocoError(f"{path}: not a galmoco store (no /images dataset)")
-        if not h5.attrs.get("complete", True):
-            raise GalmocoError(f"{path}: the store is incomplete (packing was interrupted); pack it again")
-        n, _, h, w = h5["images"].shape
-        group = h5.require_group("masks")
-        tmp = f"{name.split('/', 1)[1]}.partial"
-        if tmp in group:
-            del group[tmp]  # left by an interrupted run
-        dset = group.create_dataset(tmp, shape=(n, h, w), dtype="float32", chunks=(1, h, w) if n else None)
-        for key, value in vars(config).items():
-            dset.attrs[key] = value
-        with tqdm(total=n, desc="sky masks", unit="obj", disable=None) as bar:
-            start = 0
-            for result in _compute(_blocks(h5, block, config), workers):
-                dset[start:start + len(result)] = result
-                start += len(result)
-                bar.update(len(result))
-        group.move(tmp, name.split("/", 1)[1])
-        h5.flush()
+        if name not in h5:
+            _write_sky_masks(h5, path, name, config, workers, block)
     return name
 
