@@ -3,7 +3,9 @@
 - :mod:`galmoco.io.sources`: which files make up one object's cutout (DESaccess POSDIR folders,
   Legacy Survey cubes) and its id;
 - :mod:`galmoco.io.fits`: reads one object's cutout (DESaccess, Legacy Survey, ``.fits.fz``);
-- :mod:`galmoco.io.pack`: packs many into a store (:mod:`galmoco.io.catalog_join` joins a catalogue into it);
+- :mod:`galmoco.io.pack`: packs many into a store (:mod:`galmoco.io.pack_read` reads the sources in
+  parallel, :mod:`galmoco.io.pack_store` is the locked, resumable ``.partial`` file,
+  :mod:`galmoco.io.catalog_join` joins a catalogue into it);
 - :mod:`galmoco.io.store`: reads the store (and provides the torch Dataset);
 - :mod:`galmoco.io.tables`: catalogue and embedding tables (parquet, FITS, HDF5, CSV).
 """
