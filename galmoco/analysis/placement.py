@@ -1,5 +1,8 @@
 """Similarity placement: the exact rank of each transformed copy of a galaxy among all originals.
 
+(The tables built from these ranks, by transform, second observation and brightness bin, are in
+:mod:`galmoco.analysis.placement_tables`.)
+
 For originals ``X`` (N, D) and transformed copies ``Y`` (N, D) (``y_i`` is galaxy ``i`` flipped or
 rotated, then encoded), the placement rank of copy ``i`` is
 
@@ -28,17 +31,14 @@ boolean mask a quarter of its size, so the working set is bounded whatever N is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from astropy.table import Table
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.errors import GalmocoError
 
 __all__ = [
@@ -46,9 +46,8 @@ __all__ = [
     "TILE_BYTES",
     "exact_distances",
     "pairwise_distances",
+    "cosine_at_least",
     "placement_ranks",
-    "placement_summary",
-    "placement_table",
 ]
 
 METRICS: tuple[str, ...] = ("l1", "l2", "cosine")
@@ -351,77 +350,3 @@ def placement_ranks(
             closer = closer + _recheck(t, lo, hi, rows_sel, yc, x, idx, metric)
         ranks[rows] = closer + 1
     return ranks
-
-
-def _transform_columns(table: Table, transforms: Sequence[str] | None) -> list[str]:
-    if transforms is None:
-        names = [t for t in PLACEMENT_TRANSFORMS if f"latent_{t}" in table.colnames]
-    else:
-        names = list(transforms)
-    if not names:
-        raise GalmocoError(
-            "the embeddings table has no latent_<transform> columns; re-run `galmoco embed --transforms`"
-        )
-    for t in names:
-        if f"latent_{t}" not in table.colnames:
-            raise GalmocoError(f"the embeddings table has no column latent_{t} (transform {t!r})")
-    return names
-
-
-def placement_table(
-    embeddings: Table,
-    metric: str = "l1",
-    transforms: Sequence[str] | None = None,
-    exclude: np.ndarray | None = None,
-    chunk: int | None = None,
-) -> Table:
-    """Placement ranks of every transform present in an embeddings table.
-
-    Args:
-        embeddings: table with ``id``, ``latent`` (N, D) and ``latent_<transform>`` columns.
-        metric: ``"l1"``, ``"l2"`` or ``"cosine"``.
-        transforms: names to rank (default: every ``latent_<name>`` column of :data:`PLACEMENT_TRANSFORMS`).
-        exclude: optional ``(N,)`` bool, True for rows to leave out entirely (neither ranked nor a
-            competitor), e.g. empty-sky stamps that have nothing to recognise.
-        chunk: see :func:`placement_ranks`.
-
-    Returns:
-        Table with ``id`` and one int64 rank column per transform, one row per used object; meta
-        ``metric``, ``n_excluded``.
-    """
-    names = _transform_columns(embeddings, transforms)
-    keep = np.ones(len(embeddings), bool) if exclude is None else ~np.asarray(exclude, bool)
-    if not keep.any():
-        raise GalmocoError("every row is excluded; nothing to rank")
-    out = Table({"id": np.asarray(embeddings["id"]).astype(str)[keep]})
-    originals = np.asarray(embeddings["latent"])[keep]
-    for t in names:
-        out[t] = placement_ranks(originals, np.asarray(embeddings[f"latent_{t}"])[keep], metric, chunk)
-    out.meta.update(metric=metric, n_excluded=int((~keep).sum()))
-    return out
-
-
-def placement_summary(ranks: Table) -> Table:
-    """One row per transform: how often the copy places first, and the worst cases.
-
-    Args:
-        ranks: output of :func:`placement_table`.
-
-    Returns:
-        Table with ``transform``, ``metric``, ``n`` (objects ranked), ``n_excluded``, ``frac_rank1``,
-        ``frac_rank_le5``, ``median``, ``p95`` (ranks) and ``worst10_ids`` (comma-separated ids of the
-        ten highest ranks, worst first).
-    """
-    rows = []
-    ids = np.asarray(ranks["id"]).astype(str)
-    for t in [c for c in ranks.colnames if c != "id"]:
-        r = np.asarray(ranks[t])
-        worst = np.argsort(-r, kind="stable")[:10]
-        rows.append((
-            t, ranks.meta.get("metric", ""), len(r), int(ranks.meta.get("n_excluded", 0)),
-            float(np.mean(r == 1)), float(np.mean(r <= 5)), float(np.median(r)),
-            float(np.percentile(r, 95)), ",".join(ids[worst]),
-        ))
-    names = ("transform", "metric", "n", "n_excluded", "frac_rank1", "frac_rank_le5", "median", "p95",
-             "worst10_ids")
-    return Table(rows=rows, names=names) if rows else Table(names=names)

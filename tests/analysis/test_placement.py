@@ -8,13 +8,8 @@ import torch
 from astropy.table import Table
 from scipy.spatial.distance import cdist
 
-from galmoco.analysis.placement import (
-    _CosineScreen,
-    pairwise_distances,
-    placement_ranks,
-    placement_summary,
-    placement_table,
-)
+from galmoco.analysis.placement import _CosineScreen, pairwise_distances, placement_ranks
+from galmoco.analysis.placement_tables import placement_summary, placement_table
 from galmoco.errors import GalmocoError
 
 SCIPY = {"l1": "cityblock", "l2": "euclidean", "cosine": "cosine"}
