@@ -18,7 +18,8 @@ _FIELDS = {
     "optimizer": "optim.optimizer", "device": "device", "seed": "seed", "workers": "num_workers",
     "in_memory": "in_memory",
     "temperature": "moco.temperature", "queue_size": "moco.queue_size", "arch": "model.arch",
-    "latent_dim": "model.latent_dim", "mask_rule": "mask.rule", "sky_weight": "mask.sky_weight",
+    "latent_dim": "model.latent_dim", "frame": "model.frame", "mask_rule": "mask.rule",
+    "sky_weight": "mask.sky_weight",
     "norm": "normalize.method", "label_column": "label_column", "alpha": "alpha", "beta": "beta",
     "views": "bank.views", "nce_k": "bank.k", "nce_m": "bank.momentum", "nce_t": "bank.temperature",
     "softmax": "bank.softmax", "amp": "amp", "channels_last": "channels_last", "compile": "compile",
@@ -57,6 +58,9 @@ _DEFAULT = " [default: from --config, else the TrainConfig default]"
               "min(4096, a multiple of the batch size <= half the training set)].")
 @click.option("--arch", type=click.Choice(["conv", "resnet18", "resnet50"]), help="Encoder." + _DEFAULT)
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Latent vector size." + _DEFAULT)
+@click.option("--frame", type=click.Choice(["d4", "none"]),
+              help="d4: encode each stamp in its canonical flip/quarter-turn frame (the 8 symmetries of the "
+              "square give the same latent); none: the stamp as it is (the original study)." + _DEFAULT)
 @click.option("--mask-rule", type=click.Choice(["segmentation", "positive", "none"]),
               help="Sky mask rule for the reconstruction loss." + _DEFAULT)
 @click.option("--sky-weight", type=click.FloatRange(min=0), help="Loss weight of sky pixels." + _DEFAULT)
