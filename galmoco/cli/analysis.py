@@ -135,12 +135,16 @@ def probe(embeddings: Path, columns: str, catalog: Path | None, test_fraction: f
 @click.option("--colour-column", help="Column colouring the latent map [default: the first probe column].")
 @click.option("--exclude-column", help="Leave rows with COLUMN == --exclude-value out of placement.")
 @click.option("--exclude-value", help="Value of --exclude-column to leave out (e.g. empty).")
+@click.option("--observed-again", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Packed dataset of a second observation of the same objects: adds the observed_again "
+                   "placement row (each run embeds it).")
 @click.option("--device", default=_REPORT["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 def report(run_dirs: tuple[Path, ...], out: Path, store: Path | None, labels: str | None, metric: str,
            probe_columns: str | None, colour_column: str | None, exclude_column: str | None,
-           exclude_value: str | None, device: str) -> None:
+           exclude_value: str | None, observed_again: Path | None, device: str) -> None:
     """One self-contained HTML report comparing RUN_DIRS (tables also as CSV next to it)."""
     path = build_report(run_dirs, out, store=store, labels=_names(labels), metric=metric,
                         probe_columns=_names(probe_columns), colour_column=colour_column,
-                        exclude_column=exclude_column, exclude_value=exclude_value, device=device)
+                        exclude_column=exclude_column, exclude_value=exclude_value, device=device,
+                        observed_again=observed_again)
     click.echo(f"wrote {path}")
