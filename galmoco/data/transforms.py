@@ -236,8 +236,9 @@ def rotate(
     ``rot90`` exactly), conserving flux and filling the corners with sky noise.
 
     Multiples of 90 degrees are exact pixel permutations. Other angles: the nearest quarter turn, then
-    three Fourier shears in a periodic frame of sky (module docstring). Speed (2 CPU cores, float32):
-    about 60 ms for 256 stamps of 4 x 64 x 64 (benchmarks/bench_rotate.py), a few ms on a GPU.
+    three Fourier shears in a periodic frame of sky (module docstring): six FFTs of a frame of about
+    1.7 x the stamp side per stamp and band; ``benchmarks/bench_rotate.py`` times it (results in
+    ``benchmarks/RESULTS.md``).
 
     Args:
         images: ``(N, C, H, H)`` float (square stamps).
