@@ -77,7 +77,7 @@ def test_demo_breakdown_agrees_with_a_direct_computation_from_the_ranks_table(de
         breakdown = Table.read(out / run / "placement_breakdown.csv", format="ascii.csv")
         mag = np.asarray(ranks["mag_r"], float)
         for t in ("rot45", "rotrand", "observed_again"):
-            r = np.ma.filled(np.ma.asarray(ranks[t]), 0)
+            r = np.asarray(ranks[t])  # 0: not observed again
             bins = ((-np.inf, 19, "<19"), (19, 20, "19-20"), (20, 21, "20-21"), (21, 22, "21-22"),
                     (22, np.inf, ">22"))
             for lo, hi, label in bins:

@@ -5,7 +5,8 @@ A *second observation* is the same galaxies observed again (``galmoco simulate -
 two stores of the same positions from different releases or surveys), embedded with the same model.
 Its rank is that of each galaxy's second-observation vector among all first-observation vectors (rank 1:
 it finds itself), the two tables joined by ``id``. Every id must be unique in each table; ids found in
-only one table are counted and named (:class:`IdJoin`), never silently dropped: their rank is masked.
+only one table are counted and named (:class:`IdJoin`), never silently dropped: their rank is 0 (not
+ranked; ranks start at 1), which every table format keeps.
 
 The ranks table carries the columns the breakdown bins on (``mag_r`` and ``stamp_snr`` when the
 embeddings have them), so :func:`placement_breakdown` is a direct computation from it.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.table import MaskedColumn, Table
+from astropy.table import Table
 
 from galmoco.analysis.placement import placement_ranks
 from galmoco.data.transforms import RANDOM_ROTATION, SYMMETRIES, rotation_angle
@@ -141,7 +142,7 @@ def placement_table(
         chunk: see :func:`~galmoco.analysis.placement.placement_ranks`.
         space: ``"latent"`` or ``"projection"`` (the projection head's output).
         observed_again: embeddings of a second observation of the same objects (``id`` and ``<space>``);
-            adds the :data:`OBSERVED_AGAIN` rank column, masked for ids it lacks.
+            adds the :data:`OBSERVED_AGAIN` rank column, 0 for ids it lacks.
         carry: further catalogue columns to copy into the ranks table (for a breakdown);
             ``mag_r`` and ``stamp_snr`` are copied when present.
         names: how messages name the two tables.
@@ -174,7 +175,7 @@ def placement_table(
         position = np.cumsum(keep) - 1  # row of the ranks table of each kept embeddings row
         rows = position[join.first[used]]
         second = _vectors(observed_again, space, names[1])[join.second[used]]
-        column = MaskedColumn(np.zeros(len(out), np.int64), mask=np.ones(len(out), bool))
+        column = np.zeros(len(out), np.int64)  # 0: not observed again
         column[rows] = placement_ranks(originals, second, metric, chunk, owners=rows)
         out[OBSERVED_AGAIN] = column
         out.meta["join"] = join.message(*names)
@@ -188,7 +189,7 @@ def placement_table(
 
 
 def _values(column) -> np.ndarray:
-    """Ranks as int64 with 0 where masked (an object without a second observation)."""
+    """Ranks as int64, 0 for an object without that copy (no second observation; also where masked)."""
     return np.ma.filled(np.ma.asarray(column).astype(np.int64), 0)
 
 
@@ -233,7 +234,7 @@ def placement_breakdown(
     """Each rank column's rank-1 fraction in bins of a catalogue column and of the stamp S/N.
 
     Bins are half-open ``[lo, hi)``, the first from -inf and the last to +inf (labels ``<19``, ``19-20``,
-    ..., ``>22``); rows whose value is not finite, or whose rank is masked, fall in no bin.
+    ..., ``>22``); rows whose value is not finite, or without a rank (0), fall in no bin.
 
     Args:
         ranks: output of :func:`placement_table` (it carries the binning columns).

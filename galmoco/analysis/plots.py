@@ -102,7 +102,8 @@ def placement_histograms(ranks: Mapping[str, Table], stem: str | Path) -> Path:
     for ax, name in zip(axes.flat, transforms, strict=False):
         for label, table in ranks.items():
             if name in table.colnames:
-                r = np.ma.compressed(np.ma.asarray(table[name]))  # no rank where not observed again
+                r = np.asarray(table[name])
+                r = r[r > 0]  # 0: not observed again
                 frac = np.histogram(r, edges)[0] / len(r)
                 ax.stairs(frac, edges, label=f"{label} ({np.mean(r == 1):.1%} first)", linewidth=1.5)
         ax.set_xscale("log")

@@ -237,8 +237,7 @@ def rotate(
 
     Multiples of 90 degrees are exact pixel permutations. Other angles: the nearest quarter turn, then
     three Fourier shears in a periodic frame of sky (module docstring): six FFTs of a frame of about
-    1.7 x the stamp side per stamp and band; ``benchmarks/bench_rotate.py`` times it (results in
-    ``benchmarks/RESULTS.md``).
+    1.7 x the stamp side per stamp and band; ``benchmarks/bench_rotate.py`` times it.
 
     Args:
         images: ``(N, C, H, H)`` float (square stamps).

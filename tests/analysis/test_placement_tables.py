@@ -21,6 +21,7 @@ from galmoco.analysis.placement_tables import (
 from galmoco.data.transforms import rotate
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
+from galmoco.io.tables import read_table, write_table
 
 
 def _embeddings(n: int = 30, seed: int = 0) -> Table:
@@ -32,7 +33,7 @@ def _embeddings(n: int = 30, seed: int = 0) -> Table:
                   "mag_r": rng.uniform(17.5, 23.5, n), "stamp_snr": rng.uniform(2, 80, n)})
 
 
-def test_second_observation_joined_by_id_reports_missing_ids():
+def test_second_observation_joined_by_id_reports_missing_ids(tmp_path):
     first = _embeddings()
     rng = np.random.default_rng(1)
     order = rng.permutation(30)[:27]  # three objects never observed again, rows shuffled
@@ -42,18 +43,24 @@ def test_second_observation_joined_by_id_reports_missing_ids():
     exclude = np.zeros(30, bool)
     exclude[order[0]] = True  # an excluded object's second observation goes with it
     ranks = placement_table(first, "l2", exclude=exclude, observed_again=again)
-    col = ranks[OBSERVED_AGAIN]
+    col = np.asarray(ranks[OBSERVED_AGAIN])
     missing = sorted(set(first["id"]) - set(again["id"]))
-    assert sorted(np.asarray(ranks["id"])[col.mask]) == missing and len(missing) == 3
-    assert (col[~col.mask] == 1).all() and (~col.mask).sum() == 26
+    assert sorted(np.asarray(ranks["id"])[col == 0]) == missing and len(missing) == 3  # 0: not ranked
+    assert (col[col > 0] == 1).all() and (col > 0).sum() == 26
     assert ranks.meta["join"].startswith("27 ids matched; 3 only in the embeddings table (e.g. ")
     assert "1 only in the observed-again table (e.g. stranger)" in ranks.meta["join"]
     summary = placement_summary(ranks)
     row = summary[list(summary["transform"]).index(OBSERVED_AGAIN)]
     assert row["n"] == 26 and row["n_missing"] == 3 and row["frac_rank1"] == 1.0
+    path = tmp_path / "ranks.fits"  # every format keeps the missing ones
+    plain = ranks.copy()
+    plain.meta.clear()
+    write_table(plain, path)
+    reread = placement_summary(read_table(path))
+    assert reread[list(reread["transform"]).index(OBSERVED_AGAIN)]["n_missing"] == 3
     # the ranks are those of the matched rows computed directly
     kept = np.asarray(first["latent"])[~exclude]
-    rows = np.flatnonzero(~col.mask)
+    rows = np.flatnonzero(col > 0)
     second = {i: v for i, v in zip(again["id"], again["latent"], strict=True)}
     direct = placement_ranks(kept, np.stack([second[i] for i in np.asarray(ranks["id"])[rows]]), "l2",
                              owners=rows)
