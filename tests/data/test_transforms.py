@@ -128,7 +128,7 @@ def test_corners_are_sky_noise_and_noise_keeps_its_level():
     assert torch.allclose(sigma, torch.full((16, 2), 2.0), atol=0.35)
     turned = rotate(sky, 45, seeds=galaxy_seeds(0, np.arange(16)))
     corners = turned[..., :8, :8]  # turned in from outside the stamp
-    assert corners.mean().item() == pytest.approx(5.0, abs=0.1)
+    assert corners.mean().item() == pytest.approx(5.0, abs=0.2)
     assert corners.std().item() == pytest.approx(2.0, rel=0.05)  # sky, never zeros
     assert turned.std().item() == pytest.approx(2.0, rel=0.02)  # a unitary resampling: no smoothing
     # the same seed, the same sky, whatever the batch
