@@ -81,6 +81,14 @@ def test_placement_options_space_second_observation_and_breakdown(tmp_path, stor
     assert row["space"] == "projection"
     breakdown = Table.read(out / "placement_breakdown.csv", format="ascii.csv")
     assert set(breakdown["column"]) == {"stamp_snr"} and "Rank-1 fraction by stamp_snr bin" in done.stdout
+    done = galmoco("placement", first, "--breakdown-column", "stamp_snr", "--breakdown-edges", "0,1e6",
+                   "--out-dir", out)
+    assert done.returncode == 0, done.stderr
+    breakdown = Table.read(out / "placement_breakdown.csv", format="ascii.csv")
+    assert list(dict.fromkeys(breakdown["bin"])) == ["<0", "0-1e+06", ">1e+06"]
+    assert set(breakdown["column"]) == {"stamp_snr"}
+    flip1 = breakdown[breakdown["transform"] == "flip1"]
+    assert flip1["n"].sum() == 48 and flip1["n"][2] == 0  # every stamp in a bin, none above 1e6
     write_table(vstack([table, table[:1]]), again)
     done = galmoco("placement", first, "--observed-again", again, "--out-dir", out)
     assert done.returncode == 1 and "1 ids occur more than once (e.g. obj000)" in done.stderr
