@@ -101,12 +101,14 @@ class TrainedModel:
                 ``galmoco pack --pad`` reads them; or an array ``(N, B, H, W)`` in the store's flux units.
             batch_size: stamps per forward pass.
             allow_size: accept another stamp size than the model was trained on.
-            transforms, with_projection: the extra columns of ``galmoco embed`` (tables only).
+            transforms, with_projection: the extra columns of ``galmoco embed --transforms
+                --projection`` (tables only; the default turns, seed 0).
 
         Returns:
             For stores and FITS files, the embeddings table (catalogue columns and ``latent``, as
             ``galmoco embed`` writes); for an array, the ``(N, latent_dim)`` float32 vectors.
         """
+        from galmoco.data.transforms import placement_transforms
         from galmoco.embed import embed_cutouts, embed_table, encode_images
 
         if isinstance(x, np.ndarray) or type(x).__name__ == "Tensor":
@@ -114,11 +116,12 @@ class TrainedModel:
             return np.concatenate([encode_images(self.network, array[s:s + batch_size], self.device)["latent"]
                                    for s in range(0, max(len(array), 1), batch_size)])
         paths = [x] if isinstance(x, str | Path) else list(x)
+        names = placement_transforms() if transforms else ()
         if paths and all(_is_store(p) for p in paths):
-            return embed_table(self.network, paths, self.device, batch_size, allow_size, transforms,
+            return embed_table(self.network, paths, self.device, batch_size, allow_size, names,
                                with_projection, self.source)
         return embed_cutouts(self.network, paths, batch_size, self.device, allow_size=allow_size,
-                             transforms=transforms, with_projection=with_projection)
+                             transforms=names, with_projection=with_projection)
 
     def reconstruct(self, x: Any, batch_size: int = 256, allow_size: bool = False) -> np.ndarray:
         """The decoder's reconstruction of each stamp, in the input's flux units.

@@ -1,9 +1,11 @@
 """The main job end to end on the embedded default (a simulated DES-like survey).
 
-simulate -> pack (truth joined) -> train ``ae`` and ``moco-ae`` -> embed with the 7 symmetries and the
-45-degree turn -> similarity placement -> probes -> ``report.html``, then a headline table of what the
-report shows. Every stage that already finished in ``out`` is reused, so an interrupted demo continues
-where it stopped. ``make demo`` runs this with its defaults; ``galmoco demo`` exposes the knobs.
+simulate (every galaxy observed twice) -> pack both observations (truth joined) -> train ``ae`` and
+``moco-ae`` on the first -> embed with the 7 symmetries, turns by :data:`DEMO_ANGLES` and a random
+angle, and the second observation -> similarity placement (with its breakdown by magnitude) -> probes
+-> ``report.html``, then the headline tables of what the report shows. Every stage that already
+finished in ``out`` is reused, so an interrupted demo continues where it stopped. ``make demo`` runs
+this with its defaults; ``galmoco demo`` exposes the knobs.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from astropy.table import Table
 
 from galmoco.errors import GalmocoError
 
-__all__ = ["DEMO_EPOCHS", "DEMO_RECIPE", "DEMO_RUNS", "DemoResult", "demo_config", "headline_table",
-           "run_demo"]
+__all__ = ["DEMO_ANGLES", "DEMO_EPOCHS", "DEMO_RECIPE", "DEMO_RUNS", "DemoResult", "breakdown_table",
+           "demo_config", "headline_table", "run_demo"]
 
 #: the two runs the demo compares: the reconstruction-only baseline and the default objective
 DEMO_RUNS: tuple[str, ...] = ("ae", "moco-ae")
@@ -27,6 +29,11 @@ DEMO_RUNS: tuple[str, ...] = ("ae", "moco-ae")
 EXCLUDE = ("class", "empty")
 #: stamp side in pixels (DES: 64 px = 0.28 arcmin); cutouts trimmed at tile edges are padded to it
 STAMP = 64
+#: the turns outside the D4 group the demo embeds (degrees; plus ``rotrand``, a random angle per galaxy):
+#: two angles keep the extra embedding cheap (``galmoco embed`` defaults to 15, 30, 45, 60, 75)
+DEMO_ANGLES = (30.0, 45.0)
+#: the rows of the brightness breakdown: a random turn and the second observation
+BREAKDOWN_ROWS = ("rotrand", "observed_again")
 
 
 @dataclass
@@ -34,9 +41,10 @@ class DemoResult:
     """What :func:`run_demo` produced.
 
     Attributes:
-        out: the demo folder; report: ``out/report.html``; store: the packed dataset;
-        headline: one row per transform with the rank-1 fraction of each run, then the
-        reconstruction errors (see :func:`headline_table`); seconds: wall time per stage.
+        out: the demo folder; report: ``out/report.html``; store: the packed dataset (first
+        observation); headline: one row per transform (and the second observation) with the rank-1
+        fraction and median rank of each run, then the reconstruction errors (see
+        :func:`headline_table`); breakdown: :func:`breakdown_table`; seconds: wall time per stage.
     """
 
     out: Path
@@ -44,6 +52,7 @@ class DemoResult:
     store: Path
     headline: Table
     reconstruction: Table
+    breakdown: Table
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -101,33 +110,28 @@ def run_demo(
         A :class:`DemoResult`.
     """
     from galmoco.analysis.report import build_report
-    from galmoco.io.pack import pack_cutouts
-    from galmoco.sim.simulate import simulate_survey
+    from galmoco.analysis.rundir import EMBEDDINGS, find_embeddings
+    from galmoco.embed import embed_store
+    from galmoco.sim.simulate import observation_folder, simulate_survey
     from galmoco.train import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    survey, store = out / "survey", out / "dataset.h5"
+    survey, store, again = out / "survey", out / "dataset.h5", out / "dataset_observed_again.h5"
 
     t0 = time.perf_counter()
     truth = survey / "truth.fits"
-    if truth.is_file():
+    if truth.is_file() and (observation_folder(survey, 2) / "truth.fits").is_file():
         echo(f"[1/4] survey: reusing {survey}")
     else:
-        echo(f"[1/4] simulating {n} galaxies -> {survey}")
-        simulate_survey(n, survey, size=STAMP, seed=seed, workers=workers, preview=True)
+        echo(f"[1/4] simulating {n} galaxies, each observed twice -> {survey}")
+        simulate_survey(n, survey, size=STAMP, seed=seed, workers=workers, preview=True, observations=2)
     seconds["simulate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if _store_complete(store):
-        echo(f"[2/4] dataset: reusing {store}")
-    else:
-        echo(f"[2/4] packing -> {store}")
-        job = next(p for p in survey.iterdir() if p.is_dir())  # the DESaccess job folder beside truth.*
-        result = pack_cutouts([job], store, size=STAMP, pad=True, workers=workers, catalog=truth,
-                              resume=store.with_name(store.name + ".partial").exists())
-        echo(f"      packed {result.n_packed} objects, skipped {len(result.skipped)}")
+    for folder, path in ((survey, store), (observation_folder(survey, 2), again)):
+        _pack(folder, path, workers, echo)
     seconds["pack"] = time.perf_counter() - t0
 
     for objective in DEMO_RUNS:
@@ -145,11 +149,29 @@ def run_demo(
     t0 = time.perf_counter()
     report = out / "report.html"
     echo(f"[4/4] embedding, placement, probes and report -> {report}")
+    for r in DEMO_RUNS:
+        if find_embeddings(out / r) is None:
+            embed_store(out / r, store, out / r / EMBEDDINGS, transforms=True, device=device,
+                        angles=DEMO_ANGLES, seed=seed)
     build_report([out / r for r in DEMO_RUNS], report, store=store, device=device, seed=seed,
-                 exclude_column=EXCLUDE[0], exclude_value=EXCLUDE[1])
+                 exclude_column=EXCLUDE[0], exclude_value=EXCLUDE[1], observed_again=again)
     seconds["report"] = time.perf_counter() - t0
     headline, recon = headline_table(out, DEMO_RUNS)
-    return DemoResult(out, report, store, headline, recon, seconds)
+    return DemoResult(out, report, store, headline, recon, breakdown_table(out, DEMO_RUNS), seconds)
+
+
+def _pack(folder: Path, store: Path, workers: int, echo: Callable[[str], None]) -> None:
+    """Pack the DESaccess job folder beside ``folder/truth.fits`` (truth joined) unless already done."""
+    from galmoco.io.pack import pack_cutouts
+
+    if _store_complete(store):
+        echo(f"[2/4] dataset: reusing {store}")
+        return
+    echo(f"[2/4] packing -> {store}")
+    job = next(p for p in folder.iterdir() if p.is_dir() and len(p.name) == 32)  # the job, not observation2/
+    result = pack_cutouts([job], store, size=STAMP, pad=True, workers=workers, catalog=folder / "truth.fits",
+                          resume=store.with_name(store.name + ".partial").exists())
+    echo(f"      packed {result.n_packed} objects, skipped {len(result.skipped)}")
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -164,8 +186,9 @@ def headline_table(out: str | Path, runs: tuple[str, ...] = DEMO_RUNS) -> tuple[
     """The demo's headline, read back from the files the report wrote into each run directory.
 
     Returns:
-        ``(placement, reconstruction)``: per transform, the fraction of copies at rank 1 for each
-        run (``rank1_<run>``); per run, the masked reconstruction MSE on galaxy and sky pixels.
+        ``(placement, reconstruction)``: per transform (and ``observed_again``), the fraction of copies
+        at rank 1 and their median rank for each run (``rank1_<run>``, ``median_<run>``); per run, the
+        masked reconstruction MSE on galaxy and sky pixels.
     """
     out = Path(out)
     placement = None
@@ -179,6 +202,27 @@ def headline_table(out: str | Path, runs: tuple[str, ...] = DEMO_RUNS) -> tuple[
         if placement is None:
             placement = Table({"transform": summary["transform"], "n": summary["n"]})
         placement[f"rank1_{run}"] = summary["frac_rank1"]
+        placement[f"median_{run}"] = summary["median"]
         row = Table.read(recon_path, format="ascii.csv")[0]
         recon.add_row((run, float(row["source_mse"]), float(row["sky_mse"])))
     return placement, recon
+
+
+def breakdown_table(out: str | Path, runs: tuple[str, ...] = DEMO_RUNS, column: str = "mag_r") -> Table:
+    """The rank-1 fraction of :data:`BREAKDOWN_ROWS` by ``column`` bin, one row per run and transform,
+    read from each run's ``placement_breakdown.csv`` (columns: ``run``, ``transform``, then one per bin
+    with its object count, as :func:`galmoco.analysis.placement_tables.breakdown_pivot` names them)."""
+    from astropy.table import vstack
+
+    from galmoco.analysis.placement_tables import breakdown_pivot
+
+    parts = []
+    for run in runs:
+        path = Path(out) / run / "placement_breakdown.csv"
+        if not path.is_file():
+            raise GalmocoError(f"{path}: missing; run the report step first")
+        pivot = breakdown_pivot(Table.read(path, format="ascii.csv"), column)
+        pivot = pivot[[str(t) in BREAKDOWN_ROWS for t in pivot["transform"]]]
+        pivot.add_column([run] * len(pivot), name="run", index=0)
+        parts.append(pivot)
+    return vstack(parts)

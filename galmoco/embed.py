@@ -1,10 +1,12 @@
 """Batched inference: the latent vector of every stamp of a packed store, written as a table.
 
 The table holds the store's catalogue (``id``, ``ra``, ``dec`` and every other column), ``latent``
-``(N, D)`` float32, optionally ``projection`` (the projection head's output) and, with
-``transforms=True``, ``latent_<name>`` for each of the 7 non-identity symmetries of the square and
-the 45-degree turn (:data:`galmoco.data.transforms.PLACEMENT_TRANSFORMS`), the input of similarity
-placement. Table formats: :mod:`galmoco.io.tables`.
+``(N, D)`` float32, optionally ``projection`` (the projection head's output), ``stamp_snr`` (the
+aperture signal-to-noise of each stamp, :func:`stamp_snr`) and, with ``transforms=True``,
+``latent_<name>`` for each of the 7 non-identity symmetries of the square, the turns by arbitrary
+angles and ``rotrand`` (:func:`galmoco.data.transforms.placement_transforms`; the random angle of each
+galaxy in ``angle_rotrand``, degrees), the input of similarity placement; with the projection too,
+``projection_<name>`` for every copy. Table formats: :mod:`galmoco.io.tables`.
 
 The store may be several files read as one dataset (:class:`galmoco.io.storeset.StoreSet`). Under
 ``torchrun`` each of the W processes embeds a contiguous shard of the rows and writes its own table,
@@ -24,7 +26,15 @@ from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
 from galmoco.cachekey import file_sha256, keyed_output
-from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
+from galmoco.data.transforms import (
+    DEFAULT_ANGLES,
+    RANDOM_ROTATION,
+    apply_transform,
+    border_sky,
+    galaxy_seeds,
+    placement_transforms,
+    random_angles,
+)
 from galmoco.distributed import detect_env, init_distributed, resolve_device, teardown
 from galmoco.errors import GalmocoError
 from galmoco.io.contract import DataContract
@@ -43,6 +53,7 @@ __all__ = [
     "model_contract",
     "read_embeddings",
     "shard_path",
+    "stamp_snr",
 ]
 
 #: the columns of a sharded embedding's manifest table
@@ -115,24 +126,72 @@ def read_embeddings(path: str | Path) -> Table:
     return out
 
 
+def stamp_snr(images: torch.Tensor) -> torch.Tensor:
+    """Aperture signal-to-noise of each stamp's central object, all bands together.
+
+    The flux inside a circle of radius ``H / 4`` about the stamp centre, less each band's sky level,
+    summed over bands, over the noise of that sum for sky-dominated pixels:
+    ``S/N = sum_b sum_ap (I - m_b) / sqrt(n_ap sum_b sigma_b^2)``, with ``m_b`` and ``sigma_b`` the
+    median and MAD sigma of the stamp's border (:func:`galmoco.data.transforms.border_sky`).
+
+    Args:
+        images: ``(N, C, H, W)`` raw stamps (any flux units).
+
+    Returns:
+        ``(N,)`` float32 (NaN where the border carries no noise).
+    """
+    n, c, h, w = images.shape
+    median, sigma = border_sky(images.float())
+    y, x = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    aperture = (x**2 + y**2 <= (min(h, w) / 4) ** 2).to(images.device)
+    flux = ((images.float() - median[..., None, None]) * aperture).sum(dim=(1, 2, 3))
+    noise = torch.sqrt(aperture.sum() * (sigma**2).sum(dim=1))
+    return torch.where(noise > 0, flux / noise, torch.full_like(flux, float("nan")))
+
+
 def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev: torch.device,
-                  transforms: bool = False, with_projection: bool = False) -> dict[str, np.ndarray]:
-    """One batch of ``(N, B, H, W)`` stamps in the store's flux units; column name -> float32 ``(N, D)``.
+                  transforms: Sequence[str] = (), with_projection: bool = False,
+                  rows: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """One batch of ``(N, B, H, W)`` stamps in the store's flux units; column name -> ``(N, ...)``.
 
     Runs under ``torch.inference_mode`` (bf16 autocast on CUDA).
+
+    Args:
+        model: a loaded ``GalaxyModel``.
+        images: the stamps.
+        dev: where the model runs.
+        transforms: names of the transformed copies to encode (``latent_<name>``,
+            :func:`galmoco.data.transforms.placement_transforms`).
+        with_projection: also the projection head's output (``projection``, ``projection_<name>``).
+        rows: the stamps' catalogue rows, which seed each galaxy's random angle and corner noise
+            (default ``0..N-1``).
+        seed: the run's seed for those.
+
+    Returns:
+        ``latent`` (and ``projection``) float32 ``(N, D)``, ``stamp_snr`` ``(N,)``, the copies'
+        columns, and ``angle_rotrand`` (degrees) when ``rotrand`` is among ``transforms``.
     """
     cuda = dev.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     out: dict[str, np.ndarray] = {}
+
+    def encode(suffix: str, stamps: torch.Tensor) -> None:
+        latent = model.encode(stamps)
+        out["latent" + suffix] = latent.float().cpu().numpy()
+        if with_projection:
+            out["projection" + suffix] = model.project(latent).float().cpu().numpy()
+
     with torch.inference_mode(), autocast:
         images = torch.as_tensor(images).to(dev)
-        latent = model.encode(images)
-        out["latent"] = latent.float().cpu().numpy()
-        if with_projection:
-            out["projection"] = model.project(latent).float().cpu().numpy()
+        encode("", images)
+        out["stamp_snr"] = stamp_snr(images).cpu().numpy()
         if transforms:
-            for t in PLACEMENT_TRANSFORMS:
-                out[f"latent_{t}"] = model.encode(apply_transform(images, t)).float().cpu().numpy()
+            seeds = galaxy_seeds(seed, np.arange(len(images)) if rows is None else rows)
+            angles = random_angles(seeds) if RANDOM_ROTATION in transforms else None
+            if angles is not None:
+                out[f"angle_{RANDOM_ROTATION}"] = angles.numpy()
+            for t in transforms:
+                encode(f"_{t}", apply_transform(images, t, seeds, angles))
     return out
 
 
@@ -173,7 +232,7 @@ def read_cutouts(paths: Sequence[str | Path], contract: DataContract, pad: bool 
 
 def embed_cutouts(model: torch.nn.Module, paths: Sequence[str | Path], batch_size: int = 256,
                   device: str | torch.device = "cpu", pad: bool = True, allow_size: bool = False,
-                  transforms: bool = False, with_projection: bool = False) -> Table:
+                  transforms: Sequence[str] = (), with_projection: bool = False, seed: int = 0) -> Table:
     """The embeddings table of FITS cutouts, equal to ``galmoco pack`` followed by :func:`embed_store`.
 
     Args:
@@ -182,7 +241,7 @@ def embed_cutouts(model: torch.nn.Module, paths: Sequence[str | Path], batch_siz
         batch_size: stamps per forward pass.
         device: where the model runs.
         pad, allow_size: see :func:`read_cutouts`.
-        transforms, with_projection: extra columns, as in :func:`embed_store`.
+        transforms, with_projection, seed: extra columns, see :func:`encode_images`.
 
     Returns:
         The catalogue (``id``, ``ra``, ``dec``...) with ``latent`` and the requested extra columns.
@@ -192,27 +251,31 @@ def embed_cutouts(model: torch.nn.Module, paths: Sequence[str | Path], batch_siz
     for start in range(0, max(1, len(paths)), batch_size):
         images, catalog = read_cutouts(paths[start:start + batch_size], model_contract(model), pad,
                                        allow_size)
-        for key, value in encode_images(model, images, dev, transforms, with_projection).items():
+        rows = np.arange(start, start + len(images))
+        encoded = encode_images(model, images, dev, transforms, with_projection, rows, seed)
+        for key, value in encoded.items():
             catalog[key] = value
         parts.append(catalog)
     return parts[0] if len(parts) == 1 else vstack(parts, join_type="exact")
 
 
 def _encode_all(
-    model: torch.nn.Module, data: StoreSet, dev: torch.device, transforms: bool, with_projection: bool,
-    batch_size: int, rows: range,
+    model: torch.nn.Module, data: StoreSet, dev: torch.device, transforms: Sequence[str],
+    with_projection: bool, batch_size: int, rows: range, seed: int,
 ) -> dict[str, np.ndarray]:
     """Encode rows ``rows`` of a :class:`~galmoco.io.storeset.StoreSet` in contiguous slices; column
-    name -> (N, D)."""
+    name -> ``(N, ...)`` (see :func:`encode_images`)."""
     if len(data) == 0:
         raise GalmocoError(f"{data.path}: the store holds no stamps")
-    names = ("latent",) + (tuple(f"latent_{t}" for t in PLACEMENT_TRANSFORMS) if transforms else ())
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in names + (("projection",) if with_projection else ())}
+    parts: dict[str, list[np.ndarray]] = {}
     with tqdm(total=len(rows), desc="embed", unit="img", disable=None) as bar:
         for start in range(rows.start, rows.stop, batch_size):
-            images = data.read_rows(start, min(rows.stop, start + batch_size))
-            for key, value in encode_images(model, images, dev, transforms, with_projection).items():
-                parts[key].append(value)
+            stop = min(rows.stop, start + batch_size)
+            images = data.read_rows(start, stop)
+            encoded = encode_images(model, images, dev, transforms, with_projection, np.arange(start, stop),
+                                    seed)
+            for key, value in encoded.items():
+                parts.setdefault(key, []).append(value)
             bar.update(images.shape[0])
     return {k: np.concatenate(v).astype(np.float32) if v else np.empty((0, 0), np.float32)
             for k, v in parts.items()}
@@ -220,8 +283,8 @@ def _encode_all(
 
 def embed_table(
     model: torch.nn.Module, stores: Sequence[str | Path], dev: torch.device, batch_size: int = 256,
-    allow_size: bool = False, transforms: bool = False, with_projection: bool = False, source: str = "model",
-    shard: tuple[int, int] = (0, 1),
+    allow_size: bool = False, transforms: Sequence[str] = (), with_projection: bool = False,
+    source: str = "model", shard: tuple[int, int] = (0, 1), seed: int = 0,
 ) -> Table:
     """The embeddings table of one or more stores read as one (rows of shard ``(rank, world)`` only).
 
@@ -229,7 +292,8 @@ def embed_table(
         model: a loaded ``GalaxyModel``; stores must meet its data contract.
         stores: store files, read in this order.
         dev: where the model runs.
-        batch_size, allow_size, transforms, with_projection: see :func:`embed_store`.
+        batch_size, allow_size, with_projection: see :func:`embed_store`.
+        transforms, seed: the copies to encode and their seed, see :func:`encode_images`.
         source: names the model in messages and in the table's ``CKPT`` metadata.
         shard: ``(rank, world)``: rows ``N*rank//world`` up to ``N*(rank+1)//world``.
 
@@ -241,12 +305,12 @@ def embed_table(
         model_contract(model).check(data.contract, str(data.path), source, allow_size=allow_size)
         n = len(data)
         rows = range(n * rank // world, n * (rank + 1) // world)
-        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size, rows)
+        parts = _encode_all(model, data, dev, transforms, with_projection, batch_size, rows, seed)
         table = Table(data.catalog(rows.start, rows.stop), copy=False)
     for key, chunks in parts.items():
         table[key] = chunks
     # short keys: they become FITS header cards
-    table.meta.update(CKPT=source, STORE=",".join(str(p) for p in stores))
+    table.meta.update(CKPT=source, STORE=",".join(str(p) for p in stores), SEED=seed)
     return table
 
 
@@ -259,6 +323,9 @@ def embed_store(
     batch_size: int = 256,
     device: str = "auto",
     allow_size: bool = False,
+    angles: Sequence[float] = DEFAULT_ANGLES,
+    random_rotation: bool = True,
+    seed: int = 0,
 ) -> Path:
     """Encode every stamp of a packed store and write the catalogue plus latent vectors.
 
@@ -272,11 +339,17 @@ def embed_store(
         checkpoint: checkpoint file, run directory or loaded ``GalaxyModel``.
         store: packed HDF5 dataset (``galmoco pack`` / ``galmoco simulate``), or several read as one.
         out: output table; ``.parquet``, ``.fits`` or ``.h5``.
-        transforms: also encode the 7 flipped/rotated copies (``latent_<name>`` columns).
-        with_projection: also write the projection head's output (``projection``).
+        transforms: also encode the transformed copies (``latent_<name>`` columns): the 7 D4 elements,
+            a turn by each of ``angles`` and, with ``random_rotation``, ``rotrand``.
+        with_projection: also write the projection head's output (``projection``, and
+            ``projection_<name>`` for each copy).
         batch_size: stamps per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         allow_size: accept stamps of another size than the model was trained on.
+        angles: turns (degrees, counter-clockwise) besides the D4 elements (``rot<angle>`` columns).
+        random_rotation: also a uniform random angle per galaxy (``rotrand``; angle in ``angle_rotrand``).
+        seed: seeds the random angles and the sky noise that fills turned corners (per galaxy and
+            catalogue row, so the same whatever ``batch_size`` or the number of processes).
 
     Returns:
         The output path (under ``torchrun``: the manifest).
@@ -296,8 +369,9 @@ def embed_store(
     # taken for the one embedded), so the analysis can tell whether it is current
     inputs = embeddings_key(checkpoint, paths, transforms) if isinstance(checkpoint, str | Path) else None
     model = load_checkpoint_model(checkpoint, dev)
-    table = embed_table(model, paths, dev, batch_size, allow_size, transforms, with_projection, source,
-                        (env.rank, env.world_size))
+    names = placement_transforms(angles, random_rotation) if transforms else ()
+    table = embed_table(model, paths, dev, batch_size, allow_size, names, with_projection, source,
+                        (env.rank, env.world_size), seed)
     if env.world_size == 1:
         with keyed_output(out, inputs):
             return write_table(table, out)

@@ -14,7 +14,7 @@ import pytest
 from astropy.table import Table
 from nbclient import NotebookClient
 
-from galmoco.demo import DEMO_RUNS, headline_table
+from galmoco.demo import DEMO_RUNS, breakdown_table, headline_table
 from galmoco.embed import read_embeddings
 from galmoco.fetch.manifest import read_manifest
 from galmoco.fetch.standin import DesAccessServer, running
@@ -37,7 +37,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_demo_writes_every_stage_and_a_true_headline(demo_run):
     out, proc = demo_run
     assert (out / "report.html").is_file() and (out / "survey" / "truth.fits").is_file()
-    assert "packed 160 objects, skipped 0" in proc.stdout  # trimmed cutouts padded, nothing else skipped
+    assert proc.stdout.count("packed 160 objects, skipped 0") == 2  # both observations; trimmed ones padded
     for run in DEMO_RUNS:
         assert (out / run / "checkpoints" / "last.pt").is_file()
         assert len(Table.read(out / run / "metrics.csv", format="ascii.csv")) == 1
@@ -45,17 +45,48 @@ def test_demo_writes_every_stage_and_a_true_headline(demo_run):
     truth = Table.read(out / "survey" / "truth.fits")
     n_used = int(np.sum(np.asarray(truth["class"]).astype(str) != "empty"))
     assert list(placement["transform"]) == ["flip1", "flip2", "flip3", "rot90", "rot270", "transpose",
-                                            "antitranspose", "rot45"]
+                                            "antitranspose", "rot30", "rot45", "rotrand", "observed_again"]
     assert set(placement["n"]) == {n_used}
-    # the printed table is the one in the files, number for number
-    for row in placement:
-        printed = re.search(rf"^\s*{row['transform']}\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*$", proc.stdout, re.M)
+    # the printed tables are the ones in the files, number for number
+    d4 = ", ".join(f"{run} {min(placement[f'rank1_{run}'][:7]):.3f}" for run in DEMO_RUNS)
+    assert f"(lowest of the 7): {d4}" in proc.stdout
+    for row in placement[7:]:
+        printed = re.search(rf"^\s*{row['transform']}\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s*$",
+                            proc.stdout, re.M)
         assert printed, proc.stdout
         assert int(printed[1]) == n_used
         assert float(printed[2]) == pytest.approx(row["rank1_ae"], abs=1e-3)
-        assert float(printed[3]) == pytest.approx(row["rank1_moco-ae"], abs=1e-3)
+        assert float(printed[3]) == pytest.approx(row["median_ae"], abs=0.5)
+        assert float(printed[4]) == pytest.approx(row["rank1_moco-ae"], abs=1e-3)
+    breakdown = breakdown_table(out)
+    assert [(str(r), str(t)) for r, t in breakdown["run", "transform"]] == [
+        (run, t) for run in DEMO_RUNS for t in ("rotrand", "observed_again")]
+    for row in breakdown:
+        cells = " ".join(f"{v:.3f}" if np.isfinite(v) else "nan" for v in list(row)[2:])
+        pattern = rf"^\s*{row['run']}\s+{row['transform']}\s+" + cells.replace(" ", r"\s+")
+        assert re.search(pattern, proc.stdout, re.M), (cells, proc.stdout)
     assert list(recon["run"]) == list(DEMO_RUNS) and np.all(np.asarray(recon["galaxy_mse"]) > 0)
     assert f"Report: {out / 'report.html'}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_breakdown_agrees_with_a_direct_computation_from_the_ranks_table(demo_run):
+    out, _ = demo_run
+    for run in DEMO_RUNS:
+        ranks = Table.read(out / run / "placement_ranks.fits")
+        breakdown = Table.read(out / run / "placement_breakdown.csv", format="ascii.csv")
+        mag = np.asarray(ranks["mag_r"], float)
+        for t in ("rot45", "rotrand", "observed_again"):
+            r = np.asarray(ranks[t])  # 0: not observed again
+            bins = ((-np.inf, 19, "<19"), (19, 20, "19-20"), (20, 21, "20-21"), (21, 22, "21-22"),
+                    (22, np.inf, ">22"))
+            for lo, hi, label in bins:
+                inside = (mag >= lo) & (mag < hi) & (r > 0)
+                row = breakdown[(breakdown["transform"] == t) & (breakdown["column"] == "mag_r")
+                                & (breakdown["bin"] == label)]
+                assert row["n"][0] == inside.sum()
+                if inside.any():
+                    assert row["frac_rank1"][0] == pytest.approx(np.mean(r[inside] == 1))
 
 
 @pytest.mark.slow

@@ -17,10 +17,13 @@ import numpy as np  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from astropy.visualization import make_lupton_rgb  # noqa: E402
 
+from galmoco.analysis.placement_tables import OBSERVED_AGAIN, rank_columns  # noqa: E402
 from galmoco.analysis.probes import is_categorical  # noqa: E402
+from galmoco.data.transforms import TRANSFORMS  # noqa: E402
 from galmoco.files import atomic_output  # noqa: E402
 
 __all__ = [
+    "breakdown_plot",
     "latent_map",
     "lupton_rgb",
     "neighbour_gallery",
@@ -99,7 +102,7 @@ def placement_histograms(ranks: Mapping[str, Table], stem: str | Path) -> Path:
         ranks: run label -> placement rank table (``id`` + one column per transform).
         stem: output path without suffix.
     """
-    transforms = list(dict.fromkeys(c for t in ranks.values() for c in t.colnames if c != "id"))
+    transforms = list(dict.fromkeys(c for t in ranks.values() for c in rank_columns(t)))
     n = max(len(t) for t in ranks.values())
     edges = placement_bins(n)
     cols = min(4, len(transforms))
@@ -110,6 +113,7 @@ def placement_histograms(ranks: Mapping[str, Table], stem: str | Path) -> Path:
         for label, table in ranks.items():
             if name in table.colnames:
                 r = np.asarray(table[name])
+                r = r[r > 0]  # 0: not observed again
                 frac = np.histogram(r, edges)[0] / len(r)
                 ax.stairs(frac, edges, label=f"{label} ({np.mean(r == 1):.1%} first)", linewidth=1.5)
         ax.set_xscale("log")
@@ -122,6 +126,45 @@ def placement_histograms(ranks: Mapping[str, Table], stem: str | Path) -> Path:
     for ax in list(axes.flat)[len(transforms):]:
         ax.set_visible(False)
     fig.suptitle(f"Similarity placement: ranks 1-{EXACT_RANKS} one bin each, log-spaced beyond")
+    return save_figure(fig, stem)
+
+
+def _mean_finite(values) -> float:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else np.nan
+
+
+def breakdown_plot(breakdowns: Mapping[str, Table], stem: str | Path) -> Path:
+    """Rank-1 fraction per bin of each breakdown column (one panel each), one line per run and group:
+    the seven D4 transforms (mean), the other turns (mean) and the second observation.
+
+    Args:
+        breakdowns: run label -> :func:`~galmoco.analysis.placement_tables.placement_breakdown` table.
+        stem: output path without suffix.
+    """
+    columns = list(dict.fromkeys(c for t in breakdowns.values() for c in t["column"]))
+    panels = max(1, len(columns))
+    fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 3.4), squeeze=False, layout="constrained")
+    groups = {"D4": lambda t: t in TRANSFORMS,
+              "turns": lambda t: t not in TRANSFORMS and t != OBSERVED_AGAIN,
+              "observed again": lambda t: t == OBSERVED_AGAIN}
+    styles = ("-", "--", ":", "-.")
+    for ax, column in zip(axes[0], columns, strict=False):
+        for i, (label, table) in enumerate(breakdowns.items()):
+            part = table[table["column"] == column]
+            bins = list(dict.fromkeys(part["bin"]))
+            for g, (group, member) in enumerate(groups.items()):
+                rows = part[[member(str(t)) for t in part["transform"]]]
+                if len(rows):
+                    means = [_mean_finite(rows["frac_rank1"][rows["bin"] == b]) for b in bins]
+                    ax.plot(bins, means, styles[g % len(styles)], marker="o", color=f"C{i}",
+                            label=f"{label}: {group}")
+        ax.set_xlabel(column)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("fraction ranked first")
+        ax.legend(fontsize=7)
+    fig.suptitle("Where invariance holds: rank-1 fraction by brightness")
     return save_figure(fig, stem)
 
 

@@ -2,9 +2,13 @@
 
 Sections (HTML ids): ``config``, ``training``, ``placement``, ``reconstruction``, ``probes``,
 ``neighbours``, ``latent-map``. Per run it reads the analysis files of :mod:`galmoco.analysis.rundir`
-and, given the dataset, computes what is missing (and stores it in the run dir for next time). The
-tables are also written next to the HTML as ``<stem>_placement.csv``, ``<stem>_reconstruction.csv`` and
-``<stem>_probes.csv`` (a ``run`` column names the run); figures as PNG + PDF under ``<stem>_files/``.
+and, given the dataset, computes what is missing (and stores it in the run dir for next time). Given the
+packed store of a second observation of the same objects, placement also ranks each galaxy's second
+observation among the first ones (row ``observed_again``). The placement section breaks the rank-1
+fractions down by magnitude and stamp S/N (:func:`galmoco.analysis.placement_tables.placement_breakdown`).
+The tables are also written next to the HTML as ``<stem>_placement.csv``,
+``<stem>_placement_breakdown.csv``, ``<stem>_reconstruction.csv`` and ``<stem>_probes.csv`` (a ``run``
+column names the run); figures as PNG + PDF under ``<stem>_files/``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from astropy.table import Table, vstack
 
 from galmoco.analysis import plots
 from galmoco.analysis.neighbours import nearest_neighbours, pick_queries
+from galmoco.analysis.placement_tables import breakdown_pivot, placement_breakdown
 from galmoco.analysis.reconstruction import reconstruction_examples
 from galmoco.analysis.rundir import (
     default_probe_columns,
@@ -93,6 +98,7 @@ def build_report(
     exclude_value: str | None = None,
     device: str = "auto",
     seed: int = 0,
+    observed_again: str | Path | None = None,
 ) -> Path:
     """Write the comparison report of one or more runs.
 
@@ -109,6 +115,8 @@ def build_report(
         exclude_column, exclude_value: leave rows with this value out of placement (e.g. class empty).
         device: where models run.
         seed: choice of example galaxies.
+        observed_again: packed store of a second observation of the same objects (same ids): adds the
+            ``observed_again`` placement row.
 
     Returns:
         The HTML path.
@@ -137,7 +145,7 @@ def build_report(
     placement, summaries, probes, recon = {}, {}, {}, {}
     exclude = {"exclude_column": exclude_column, "exclude_value": exclude_value}
     for label, r in zip(labels, runs, strict=True):
-        found = ensure_placement(r, metric, store, device, **exclude)
+        found = ensure_placement(r, metric, store, device, observed_again=observed_again, **exclude)
         if found is not None:
             placement[label], summaries[label] = found
         table = ensure_probes(r, probe_columns, store, device)
@@ -156,6 +164,8 @@ def build_report(
             body[key].append(_missing(f"{SECTIONS[key]} results"))
     if placement:
         body["placement"].append(_img(plots.placement_histograms(placement, fig_dir / f"placement_{metric}")))
+        breakdowns = {label: placement_breakdown(ranks) for label, ranks in placement.items()}
+        _breakdown_section(breakdowns, out_html, fig_dir, body)
 
     if store is not None:
         with CutoutStore(store) as data:
@@ -180,6 +190,21 @@ def build_report(
             f"normalised space (Lupton RGB, i/r/g as R/G/B); neighbour galleries show raw flux.</p>"
             f"{sections}</body></html>")
     return atomic_write_text(out_html, page)
+
+
+def _breakdown_section(breakdowns: dict[str, Table], out_html: Path, fig_dir: Path,
+                       body: dict[str, list[str]]) -> None:
+    """Rank-1 fractions by brightness bin: the CSV beside the report, a figure and one table per column."""
+    table = _labelled(breakdowns)
+    if table is None or not len(table):
+        return
+    write_table(table, out_html.parent / f"{out_html.stem}_placement_breakdown.csv")
+    parts = [_img(plots.breakdown_plot(breakdowns, fig_dir / "placement_breakdown"))]
+    for label, breakdown in breakdowns.items():
+        for column in dict.fromkeys(breakdown["column"]):
+            parts.append(f"<h4>{html.escape(label)}: fraction ranked first by {html.escape(column)}</h4>"
+                         + _table_html(breakdown_pivot(breakdown, column)))
+    body["placement"].append("<div>" + "".join(parts) + "</div>")
 
 
 def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, metric, colour_column,

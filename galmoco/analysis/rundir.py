@@ -4,6 +4,8 @@
 RUN_DIR/embeddings.parquet        galmoco embed (with --transforms); .fits/.h5 are found too
 RUN_DIR/placement_ranks.fits      galmoco placement: id + one rank column per transform (meta METRIC)
 RUN_DIR/placement_summary.csv     galmoco placement: one row per transform (placement_summary)
+RUN_DIR/placement_breakdown.csv   galmoco placement: rank-1 fraction by magnitude and stamp S/N bins
+RUN_DIR/embeddings_observed_again.parquet  the run's embeddings of a second observation (report)
 RUN_DIR/probes.csv                galmoco probe
 RUN_DIR/reconstruction.csv        masked reconstruction error (one row: source_mse, sky_mse, ...)
 ```
@@ -25,7 +27,12 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from galmoco.analysis.placement import placement_summary, placement_table
+from galmoco.analysis.placement_tables import (
+    OBSERVED_AGAIN,
+    placement_breakdown,
+    placement_summary,
+    placement_table,
+)
 from galmoco.analysis.probes import run_probes
 from galmoco.cachekey import file_sha256, is_current, keyed_output
 from galmoco.config import load_config
@@ -36,7 +43,8 @@ from galmoco.io.store import store_fingerprint
 from galmoco.io.tables import VECTOR_TABLE_SUFFIXES, read_table, write_table
 
 __all__ = [
-    "EMBEDDINGS", "PHYSICAL_COLUMNS", "PLACEMENT_RANKS", "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
+    "EMBEDDINGS", "EMBEDDINGS_AGAIN", "PHYSICAL_COLUMNS", "PLACEMENT_BREAKDOWN", "PLACEMENT_RANKS",
+    "PLACEMENT_SUMMARY", "PROBES", "RECONSTRUCTION",
     "default_probe_columns", "ensure_embeddings", "ensure_placement", "ensure_probes",
     "ensure_reconstruction", "exclude_rows", "find_embeddings", "write_placement",
 ]
@@ -44,6 +52,8 @@ __all__ = [
 EMBEDDINGS = "embeddings.parquet"
 PLACEMENT_RANKS = "placement_ranks.fits"
 PLACEMENT_SUMMARY = "placement_summary.csv"
+PLACEMENT_BREAKDOWN = "placement_breakdown.csv"
+EMBEDDINGS_AGAIN = "embeddings_observed_again.parquet"
 PROBES = "probes.csv"
 RECONSTRUCTION = "reconstruction.csv"
 #: what the latent space should know about a galaxy (columns of the simulator's truth catalogue):
@@ -97,39 +107,62 @@ def exclude_rows(table: Table, column: str | None, value: str | None) -> np.ndar
 def write_placement(
     embeddings: Table, out_dir: str | Path, metric: str = "l1", transforms: Sequence[str] | None = None,
     exclude_column: str | None = None, exclude_value: str | None = None, chunk: int | None = None,
+    space: str = "latent", observed_again: Table | None = None, breakdown_column: str | None = None,
+    breakdown_edges: Sequence[float] | None = None,
 ) -> tuple[Table, Table]:
-    """Rank every transform and write ``placement_ranks.fits`` and ``placement_summary.csv`` to ``out_dir``.
+    """Rank every transform (and a second observation) and write ``placement_ranks.fits``,
+    ``placement_summary.csv`` and ``placement_breakdown.csv`` to ``out_dir``.
 
     Returns:
-        ``(ranks, summary)`` tables (see :mod:`galmoco.analysis.placement`).
+        ``(ranks, summary)`` tables (see :mod:`galmoco.analysis.placement_tables`); ``ranks.meta["join"]``
+        reports the id join of a second observation.
     """
     exclude = exclude_rows(embeddings, exclude_column, exclude_value)
-    ranks = placement_table(embeddings, metric, transforms, exclude, chunk)
+    carry = [breakdown_column] if breakdown_column else []
+    ranks = placement_table(embeddings, metric, transforms, exclude, chunk, space, observed_again, carry)
     summary = placement_summary(ranks)
-    ranks.meta = {"METRIC": metric, "NEXCL": ranks.meta["n_excluded"]}  # short keys: FITS header cards
+    breakdown = placement_breakdown(ranks, breakdown_column, breakdown_edges)
+    join = ranks.meta.get("join")
+    # short keys: FITS header cards
+    ranks.meta = {"METRIC": metric, "SPACE": space, "NEXCL": ranks.meta["n_excluded"]}
     write_table(ranks, Path(out_dir) / PLACEMENT_RANKS)
     write_table(summary, Path(out_dir) / PLACEMENT_SUMMARY)
+    write_table(breakdown, Path(out_dir) / PLACEMENT_BREAKDOWN)
+    if join:
+        ranks.meta["join"] = join
     return ranks, summary
 
 
 def ensure_placement(run_dir: str | Path, metric: str = "l1", store: str | Path | None = None,
-                     device: str = "auto", **kwargs) -> tuple[Table, Table] | None:
+                     device: str = "auto", observed_again: str | Path | None = None,
+                     **kwargs) -> tuple[Table, Table] | None:
     """Placement of a run with ``metric`` and the options of :func:`write_placement`: read when computed
-    from the current embeddings with these options, else computed if possible."""
+    from the current embeddings with these options, else computed if possible. Given the packed store of
+    a second observation ``observed_again``, its row too (the second observation embedded into
+    ``RUN_DIR/embeddings_observed_again.parquet``, kept while its checkpoint and store are the same)."""
     run_dir = Path(run_dir)
     ranks_path, summary_path = run_dir / PLACEMENT_RANKS, run_dir / PLACEMENT_SUMMARY
     emb = ensure_embeddings(run_dir, store, device)
+    again_path = run_dir / EMBEDDINGS_AGAIN
+    if observed_again is not None and emb is not None:
+        again_key = embeddings_key(run_dir, observed_again, transforms=False)
+        if not is_current(again_path, again_key):
+            embed_store(run_dir, observed_again, again_path, device=device)
     # every option that changes the ranks, defaults included (chunk changes memory use only)
     options = {name: kwargs.get(name) for name in ("transforms", "exclude_column", "exclude_value")}
-    key = None if emb is None else {"embeddings": _embeddings_file(emb), "metric": metric, **options}
+    key = None if emb is None else {
+        "embeddings": _embeddings_file(emb), "metric": metric, **options,
+        "observed_again": None if observed_again is None else _embeddings_file(again_path)}
     if ranks_path.is_file() and summary_path.is_file() and (key is None or is_current(ranks_path, key)):
         summary = Table.read(summary_path, format="ascii.csv")
-        if len(summary) and str(summary["metric"][0]) == metric:
+        if (len(summary) and str(summary["metric"][0]) == metric
+                and (observed_again is None or OBSERVED_AGAIN in list(summary["transform"]))):
             return read_table(ranks_path), summary
     if emb is None:
         return None
+    again = read_table(again_path) if observed_again is not None else None
     with keyed_output(ranks_path, key):
-        return write_placement(read_table(emb), run_dir, metric, **kwargs)
+        return write_placement(read_table(emb), run_dir, metric, observed_again=again, **kwargs)
 
 
 def default_probe_columns(table: Table) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from galmoco.sim.simulate import TRUTH_NAME, simulate_survey
+from galmoco.sim.simulate import TRUTH_NAME, observation_folder, simulate_survey
 
 __all__ = ["simulate"]
 
@@ -58,6 +58,14 @@ _DEFAULT = {name: p.default for name, p in inspect.signature(simulate_survey).pa
     default=_DEFAULT["preview"],
     help="Also write preview.png, an 8x8 Lupton RGB (i,r,g) contact sheet.",
 )
+@click.option(
+    "--observations",
+    type=click.IntRange(min=1),
+    default=_DEFAULT["observations"],
+    show_default=True,
+    help="Observe every object this often: each further observation (new PSF from the survey's seeing, "
+    "sky noise level, sub-pixel offset and noise; the same ids) is a job folder under observation<N>/.",
+)
 def simulate(
     n: int | None,
     out: Path,
@@ -67,6 +75,7 @@ def simulate(
     workers: int,
     manifest: Path | None,
     preview: bool,
+    observations: int,
 ) -> None:
     """Simulate a DES-like survey (GalSim) in the layout of a finished DESaccess cutout job.
 
@@ -76,11 +85,23 @@ def simulate(
         raise click.UsageError("give -n N or --manifest FILE")
     t0 = time.perf_counter()
     job = simulate_survey(
-        n, out, size=size, bands=bands, seed=seed, workers=workers, manifest=manifest, preview=preview
+        n,
+        out,
+        size=size,
+        bands=bands,
+        seed=seed,
+        workers=workers,
+        manifest=manifest,
+        preview=preview,
+        observations=observations,
     )
     seconds = time.perf_counter() - t0
     click.echo(f"job folder: {job}")
     click.echo(f"truth: {job.parent / (TRUTH_NAME + '.fits')} (and .ecsv)")
+    for o in range(2, observations + 1):
+        folder = observation_folder(out, o)
+        again = next(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        click.echo(f"observation {o}: {again} (truth: {folder / (TRUTH_NAME + '.fits')})")
     if preview:
         click.echo(f"preview: {job.parent / 'preview.png'}")
     click.echo(f"time: {seconds:.1f} s")

@@ -25,6 +25,7 @@ __all__ = [
     "Component",
     "ObjectParams",
     "draw_object",
+    "draw_psf",
     "power_law_magnitude",
     "combined_half_light_radius",
 ]
@@ -244,6 +245,28 @@ def _ring_radius(rng: np.random.Generator, inner: float, outer: float) -> float:
     return float(rng.uniform(inner if inner < outer else 0.5 * outer, outer))
 
 
+def draw_psf(
+    rng: np.random.Generator, psf_median: dict[str, float], psf_scatter: float
+) -> tuple[dict[str, float], float, float]:
+    """One observation's PSF: FWHM per band (arcsec) from the survey's seeing distribution, and its shear.
+
+    Args:
+        rng: the generator to draw from.
+        psf_median: median PSF FWHM per band (arcsec).
+        psf_scatter: lognormal FWHM scatter, mostly common to all bands (the seeing) with a small
+            per-band part (30% of it).
+
+    Returns:
+        ``(psf_fwhm, psf_g1, psf_g2)``.
+    """
+    common = rng.normal(0, psf_scatter)
+    psf_fwhm = {
+        b: float(psf_median[b] * np.exp(common + rng.normal(0, 0.3 * psf_scatter))) for b in psf_median
+    }
+    psf_g1, psf_g2 = (float(v) for v in rng.normal(0, 0.01, size=2))
+    return psf_fwhm, psf_g1, psf_g2
+
+
 def draw_object(
     rng: np.random.Generator,
     cfg: PopulationConfig,
@@ -264,11 +287,7 @@ def draw_object(
     Returns:
         The components (central object first) and truth fields.
     """
-    common = rng.normal(0, psf_scatter)
-    psf_fwhm = {
-        b: float(psf_median[b] * np.exp(common + rng.normal(0, 0.3 * psf_scatter))) for b in psf_median
-    }
-    psf_g1, psf_g2 = (float(v) for v in rng.normal(0, 0.01, size=2))
+    psf_fwhm, psf_g1, psf_g2 = draw_psf(rng, psf_median, psf_scatter)
     cls = _pick_class(rng, cfg.class_fractions)
     # the catalogue position is the light centroid: a sub-pixel offset is applied by the renderer
     comps: list[Component] = []

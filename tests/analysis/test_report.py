@@ -13,6 +13,7 @@ from astropy.table import Table
 from galmoco.analysis.placement import placement_ranks
 from galmoco.analysis.report import SECTIONS, build_report
 from galmoco.analysis.rundir import PLACEMENT_RANKS, PROBES, RECONSTRUCTION, find_embeddings
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.embed import read_embeddings
 
 
@@ -51,12 +52,13 @@ class _Collect(HTMLParser):
 def test_report_of_two_runs(tmp_path, store_path, make_run):
     runs = [make_run("ae", "ae", 1), make_run("moco-ae", "moco-ae", 2)]
     out = build_report(runs, tmp_path / "out" / "report.html", store=store_path, metric="l2",
-                       exclude_column="class", exclude_value="empty", device="cpu", n_examples=3)
+                       exclude_column="class", exclude_value="empty", device="cpu", n_examples=3,
+                       observed_again=store_path)  # the same stamps observed "again": each finds itself
     parser = _Collect()
     parser.feed(out.read_text())
     assert list(parser.sections) == list(SECTIONS) and parser.headings == list(SECTIONS.values())
     assert not parser.external
-    expected_images = {"training": 1, "placement": 1, "reconstruction": 4, "neighbours": 2, "latent-map": 2}
+    expected_images = {"training": 1, "placement": 2, "reconstruction": 4, "neighbours": 2, "latent-map": 2}
     for key, count in expected_images.items():
         assert parser.sections[key] == count, key
     for r in runs:  # the analysis files were left in the run dirs
@@ -65,7 +67,12 @@ def test_report_of_two_runs(tmp_path, store_path, make_run):
     assert (tmp_path / "out" / "report_files" / "placement_l2.pdf").is_file()
 
     summary = Table.read(tmp_path / "out" / "report_placement.csv", format="ascii.csv")
-    assert len(summary) == 16 and set(summary["run"]) == {"ae", "moco-ae"}  # 2 runs x 8 transforms
+    assert len(summary) == 2 * (len(PLACEMENT_TRANSFORMS) + 1) and set(summary["run"]) == {"ae", "moco-ae"}
+    again = summary[summary["transform"] == "observed_again"]
+    assert list(again["n"]) == [32, 32] and list(again["n_missing"]) == [0, 0]
+    breakdown = Table.read(tmp_path / "out" / "report_placement_breakdown.csv", format="ascii.csv")
+    assert set(breakdown["column"]) == {"stamp_snr"} and set(breakdown["run"]) == {"ae", "moco-ae"}
+    assert "fraction ranked first by stamp_snr" in out.read_text()
     emb = read_embeddings(find_embeddings(runs[1]))
     keep = emb["class"] != "empty"
     ranks = placement_ranks(emb["latent"][keep], emb["latent_rot90"][keep], "l2")

@@ -24,7 +24,7 @@ def test_cli_train_and_resume(tiny_store, tmp_path):
     run = tmp_path / "run"
     res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
                    "--batch-size", "32", "--device", "cpu", "--mlp", "--step-schedule",
-                   "--temperature", "0.3")
+                   "--temperature", "0.3", "--frame", "none")
     assert res.returncode == 0, res.stderr
     assert "trained 1 epochs" in res.stdout
     assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "checkpoints", "tensorboard",
@@ -32,6 +32,7 @@ def test_cli_train_and_resume(tiny_store, tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["model"]["head"] == "mlp" and saved["optim"]["cosine"] is False
     assert saved["moco"]["temperature"] == 0.3 and saved["model"]["latent_dim"] == 16
+    assert saved["model"]["frame"] == "none"
     assert len(saved["sky_sigma"]) == 4
     with (run / "metrics.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 1
@@ -50,6 +51,8 @@ def test_cli_errors(tiny_store, tmp_path):
     assert "unknown key(s) optim.learning_rate" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "r"), "--objective", "simclr")
     assert res.returncode == 2
+    res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "r"), "--frame", "d8")
+    assert res.returncode == 2 and "'d8' is not one of 'd4', 'none'" in res.stderr
 
 
 def _parsed(*args: str) -> dict:
@@ -104,3 +107,4 @@ def test_cli_train_with_image_mixtures(tiny_store, tmp_path):
                    "--mix", "region")
     assert res.returncode == 1
     assert "mix.method" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
