@@ -121,53 +121,16 @@ def build_report(
     Returns:
         The HTML path.
     """
-    runs = [Path(r) for r in run_dirs]
-    for r in runs:
-        if not (r / "config.yaml").is_file():
-            raise GalmocoError(f"{r}: not a run directory (no config.yaml)")
-    labels = list(labels) if labels else [r.name for r in runs]
-    if len(labels) != len(runs) or len(set(labels)) != len(labels):
-        raise GalmocoError(f"--labels needs {len(runs)} distinct names, got {labels}")
+    runs, labels = _checked_runs(run_dirs, labels)
     out_html = Path(out_html)
     fig_dir = out_html.parent / f"{out_html.stem}_files"
-    dev = resolve_device(device)
     body: dict[str, list[str]] = {key: [] for key in SECTIONS}
-
-    metrics = {}
-    for label, r in zip(labels, runs, strict=True):
-        body["config"].append(f"<div><h3>{html.escape(label)}</h3><pre>"
-                              f"{html.escape((r / 'config.yaml').read_text())}</pre></div>")
-        if (r / "metrics.csv").is_file():
-            metrics[label] = Table.read(r / "metrics.csv", format="ascii.csv")
-    body["training"].append(_img(plots.training_curves(metrics, fig_dir / "training")) if metrics
-                            else _missing("metrics.csv"))
-
-    placement, summaries, probes, recon = {}, {}, {}, {}
+    _training_section(labels, runs, fig_dir, body)
     exclude = {"exclude_column": exclude_column, "exclude_value": exclude_value}
-    for label, r in zip(labels, runs, strict=True):
-        found = ensure_placement(r, metric, store, device, observed_again=observed_again, **exclude)
-        if found is not None:
-            placement[label], summaries[label] = found
-        table = ensure_probes(r, probe_columns, store, device)
-        if table is not None:
-            probes[label] = table
-        table = ensure_reconstruction(r, store, device=device)  # the run's own mask settings
-        if table is not None:
-            recon[label] = table
-    csvs = {"placement": _labelled(summaries), "reconstruction": _labelled(recon),
-            "probes": _labelled(probes)}
-    for key, table in csvs.items():
-        if table is not None:
-            write_table(table, out_html.parent / f"{out_html.stem}_{key}.csv")
-            body[key].append(_table_html(table))
-        else:
-            body[key].append(_missing(f"{SECTIONS[key]} results"))
-    if placement:
-        body["placement"].append(_img(plots.placement_histograms(placement, fig_dir / f"placement_{metric}")))
-        breakdowns = {label: placement_breakdown(ranks) for label, ranks in placement.items()}
-        _breakdown_section(breakdowns, out_html, fig_dir, body)
-
+    _results_sections(labels, runs, out_html, fig_dir, body, metric, store, device, observed_again,
+                      probe_columns, exclude)
     if store is not None:
+        dev = resolve_device(device)
         with CutoutStore(store) as data:
             n, bands = len(data), data.bands
         rng = np.random.default_rng(seed)
@@ -190,6 +153,66 @@ def build_report(
             f"normalised space (Lupton RGB, i/r/g as R/G/B); neighbour galleries show raw flux.</p>"
             f"{sections}</body></html>")
     return atomic_write_text(out_html, page)
+
+
+def _checked_runs(run_dirs: Sequence[str | Path],
+                  labels: Sequence[str] | None) -> tuple[list[Path], list[str]]:
+    """The run directories (each must hold ``config.yaml``) and their distinct labels.
+
+    Raises:
+        GalmocoError: naming the folder that is no run, or the labels that do not fit.
+    """
+    runs = [Path(r) for r in run_dirs]
+    for r in runs:
+        if not (r / "config.yaml").is_file():
+            raise GalmocoError(f"{r}: not a run directory (no config.yaml)")
+    labels = list(labels) if labels else [r.name for r in runs]
+    if len(labels) != len(runs) or len(set(labels)) != len(labels):
+        raise GalmocoError(f"--labels needs {len(runs)} distinct names, got {labels}")
+    return runs, labels
+
+
+def _training_section(labels: list[str], runs: list[Path], fig_dir: Path, body: dict[str, list[str]]) -> None:
+    """Each run's configuration and the training curves of those with a ``metrics.csv``."""
+    metrics = {}
+    for label, r in zip(labels, runs, strict=True):
+        body["config"].append(f"<div><h3>{html.escape(label)}</h3><pre>"
+                              f"{html.escape((r / 'config.yaml').read_text())}</pre></div>")
+        if (r / "metrics.csv").is_file():
+            metrics[label] = Table.read(r / "metrics.csv", format="ascii.csv")
+    body["training"].append(_img(plots.training_curves(metrics, fig_dir / "training")) if metrics
+                            else _missing("metrics.csv"))
+
+
+def _results_sections(labels: list[str], runs: list[Path], out_html: Path, fig_dir: Path,
+                      body: dict[str, list[str]], metric: str, store: str | Path | None, device: str,
+                      observed_again: str | Path | None, probe_columns: Sequence[str] | None,
+                      exclude: dict[str, str | None]) -> None:
+    """Placement (with its breakdowns), probes and reconstruction of every run, as tables in the page
+    and CSV files beside it (computed where missing or stale, see :mod:`galmoco.analysis.rundir`)."""
+    placement, summaries, probes, recon = {}, {}, {}, {}
+    for label, r in zip(labels, runs, strict=True):
+        found = ensure_placement(r, metric, store, device, observed_again=observed_again, **exclude)
+        if found is not None:
+            placement[label], summaries[label] = found
+        table = ensure_probes(r, probe_columns, store, device)
+        if table is not None:
+            probes[label] = table
+        table = ensure_reconstruction(r, store, device=device)  # the run's own mask settings
+        if table is not None:
+            recon[label] = table
+    csvs = {"placement": _labelled(summaries), "reconstruction": _labelled(recon),
+            "probes": _labelled(probes)}
+    for key, table in csvs.items():
+        if table is not None:
+            write_table(table, out_html.parent / f"{out_html.stem}_{key}.csv")
+            body[key].append(_table_html(table))
+        else:
+            body[key].append(_missing(f"{SECTIONS[key]} results"))
+    if placement:
+        body["placement"].append(_img(plots.placement_histograms(placement, fig_dir / f"placement_{metric}")))
+        breakdowns = {label: placement_breakdown(ranks) for label, ranks in placement.items()}
+        _breakdown_section(breakdowns, out_html, fig_dir, body)
 
 
 def _breakdown_section(breakdowns: dict[str, Table], out_html: Path, fig_dir: Path,
