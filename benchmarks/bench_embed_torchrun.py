@@ -25,8 +25,7 @@ import torch
 
 from galmoco.config import TrainConfig, config_to_dict
 from galmoco.embed import read_embeddings
-from galmoco.io.contract import read_store_contract
-from galmoco.io.store import write_store
+from galmoco.io.store import read_store_contract, write_store
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.train.checkpoint import save_checkpoint
 

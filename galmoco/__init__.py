@@ -13,11 +13,11 @@ All names are imported here (tab completion sees them); torch, astropy and faiss
 
 __version__ = "0.1.0"
 
-from galmoco.analysis.index import Index, build_index, neighbour_table  # noqa: E402
-from galmoco.analysis.search import search, search_ids, search_radec, search_vectors  # noqa: E402
 from galmoco.api import TrainedModel, load  # noqa: E402
+from galmoco.contract import DataContract  # noqa: E402
 from galmoco.errors import GalmocoError  # noqa: E402
-from galmoco.io.contract import DataContract  # noqa: E402
+from galmoco.search.index import Index, build_index, neighbour_table  # noqa: E402
+from galmoco.search.query import search, search_ids, search_radec, search_vectors  # noqa: E402
 
 __all__ = ["DataContract", "GalmocoError", "Index", "TrainedModel", "__version__", "build_index", "load",
            "neighbour_table", "search", "search_ids", "search_radec", "search_vectors"]

@@ -23,7 +23,7 @@ galmoco.errors.GalmocoError: array (2, 3, 16, 16): expected (N, 4 bands griz, H,
 >>> answer["rank"].tolist()
 [1, 2]
 
-Every call checks the data against the model's data contract (:class:`galmoco.io.contract.DataContract`:
+Every call checks the data against the model's data contract (:class:`galmoco.contract.DataContract`:
 bands in order, stamp size, flux units, zero point, pixel scale) and fails with one line naming both
 values. torch, astropy and faiss are imported when first needed, so ``import galmoco`` stays light.
 """
@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from galmoco.contract import DataContract
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import DataContract
 
 if TYPE_CHECKING:
     import torch
     from astropy.table import Table
 
-    from galmoco.analysis.index import Index
+    from galmoco.search.index import Index
 
 __all__ = ["TrainedModel", "load"]
 
@@ -58,7 +58,7 @@ class TrainedModel:
 
     Attributes:
         network: the ``GalaxyModel`` (a ``torch.nn.Module`` in eval mode).
-        contract: what it was trained on (:class:`~galmoco.io.contract.DataContract`).
+        contract: what it was trained on (:class:`~galmoco.contract.DataContract`).
         source: the checkpoint file it came from; device: where it runs.
 
     Example (``network``: a ``GalaxyModel`` built or loaded in code):
@@ -159,10 +159,10 @@ class TrainedModel:
             index: an index folder from ``galmoco index`` built on this model's embeddings.
 
         Returns:
-            The table of :func:`galmoco.analysis.search.search_vectors` (``query``, ``rank``, ``id``,
+            The table of :func:`galmoco.search.query.search_vectors` (``query``, ``rank``, ``id``,
             ``ra``, ``dec``, ``distance``).
         """
-        from galmoco.analysis.search import search_vectors
+        from galmoco.search.query import search_vectors
 
         embedded = self.embed(x, allow_size=allow_size)
         if isinstance(embedded, np.ndarray):

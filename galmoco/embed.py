@@ -26,6 +26,7 @@ from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
 from galmoco.cachekey import file_sha256, keyed_output
+from galmoco.contract import DataContract
 from galmoco.data.transforms import (
     DEFAULT_ANGLES,
     RANDOM_ROTATION,
@@ -37,7 +38,6 @@ from galmoco.data.transforms import (
 )
 from galmoco.distributed import detect_env, init_distributed, resolve_device, teardown
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import DataContract
 from galmoco.io.store import store_fingerprint
 from galmoco.io.storeset import StoreSet
 from galmoco.io.tables import read_table, table_format, write_table

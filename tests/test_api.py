@@ -17,8 +17,8 @@ import galmoco.api as api_module
 from galmoco.config import ModelConfig, TrainConfig, config_to_dict
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import read_store_contract
 from galmoco.io.pack import pack_cutouts
+from galmoco.io.store import read_store_contract
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.train.checkpoint import save_checkpoint
 from tests.io.conftest import des_object

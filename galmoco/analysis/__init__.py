@@ -2,8 +2,8 @@
 
 Modules: :mod:`~galmoco.analysis.placement` (exact ranks of transformed copies),
 :mod:`~galmoco.analysis.placement_tables` (their tables, summaries and breakdowns),
-:mod:`~galmoco.analysis.index`, :mod:`~galmoco.analysis.search` and :mod:`~galmoco.analysis.explorer`
-(similarity search at survey scale),
+:mod:`~galmoco.analysis.explorer` (the interactive latent-space page), :mod:`~galmoco.analysis.gallery`
+(search results as images),
 :mod:`~galmoco.analysis.neighbours`, :mod:`~galmoco.analysis.probes`,
 :mod:`~galmoco.analysis.reconstruction`, :mod:`~galmoco.analysis.plots`,
 :mod:`~galmoco.analysis.rundir` (the files the analysis keeps in a run directory) and

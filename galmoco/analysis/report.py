@@ -37,8 +37,7 @@ from galmoco.distributed import resolve_device
 from galmoco.embed import load_checkpoint_model, model_contract
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_write_text
-from galmoco.io.contract import read_store_contract
-from galmoco.io.store import CutoutStore
+from galmoco.io.store import CutoutStore, read_store_contract
 from galmoco.io.tables import read_table, write_table
 
 __all__ = ["SECTIONS", "build_report"]

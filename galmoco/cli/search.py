@@ -1,5 +1,5 @@
-"""``galmoco index`` and ``galmoco search``: thin wrappers over :mod:`galmoco.analysis.index` and
-:mod:`galmoco.analysis.search`."""
+"""``galmoco index`` and ``galmoco search``: thin wrappers over :mod:`galmoco.search.index` and
+:mod:`galmoco.search.query`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from galmoco.analysis.index import KINDS, METRICS, build_index, neighbour_table
-from galmoco.analysis.search import neighbour_gallery_png
-from galmoco.analysis.search import search as run_search
+from galmoco.analysis.gallery import neighbour_gallery_png
 from galmoco.errors import GalmocoError
+from galmoco.search.index import KINDS, METRICS, build_index, neighbour_table
+from galmoco.search.query import search as run_search
 
 __all__ = ["index", "search"]
 

@@ -8,7 +8,6 @@
   :mod:`galmoco.io.catalog_join` joins a catalogue into it);
 - :mod:`galmoco.io.store`: reads the store (and provides the torch Dataset);
 - :mod:`galmoco.io.storeset`: several store files read as one;
-- :mod:`galmoco.io.contract`: the data contract (bands in order, stamp size, units) a model is trained on;
 - :mod:`galmoco.io.tables`: catalogue and embedding tables (parquet, FITS, HDF5, CSV).
 """
 

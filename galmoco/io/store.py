@@ -21,12 +21,13 @@ from astropy.table import Table
 from torch.utils.data import Dataset
 
 from galmoco import __version__
+from galmoco.contract import DataContract
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_output
 from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
 
 __all__ = ["BASE_DTYPE", "IN_MEMORY_BYTES", "LOCK_WAIT_S", "CutoutDataset", "CutoutStore", "open_hdf5",
-           "read_catalog", "store_fingerprint", "write_store"]
+           "read_catalog", "read_store_contract", "store_fingerprint", "write_store"]
 
 log = logging.getLogger(__name__)
 
@@ -385,3 +386,9 @@ def write_store(path: str | Path, images: np.ndarray, weights: np.ndarray | None
         h5.attrs.update({"bands": bands, "units": units, "pixel_scale": pixel_scale,
                          "zeropoint": zeropoint, "galmoco_version": __version__, "complete": True})
     return path
+
+
+def read_store_contract(path: str | os.PathLike) -> DataContract:
+    """The data contract of a packed store (its attributes and stamp shape, :mod:`galmoco.contract`)."""
+    with CutoutStore(path) as store:
+        return DataContract.from_attrs(store.attrs, store.shape)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
+from galmoco.contract import DataContract
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import DataContract
 from galmoco.io.store import CutoutStore
 
 __all__ = ["StoreSet"]
@@ -28,7 +28,7 @@ class StoreSet:
 
     Attributes:
         paths: the files; offsets: first global row of each file (plus the total at the end);
-        bands, shape (``(B, H, W)``), contract (:class:`~galmoco.io.contract.DataContract`).
+        bands, shape (``(B, H, W)``), contract (:class:`~galmoco.contract.DataContract`).
 
     Example:
         >>> with StoreSet([first_h5, second_h5]) as stores:  # doctest: +SKIP

@@ -10,7 +10,7 @@ A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts:
 - ``rng``: torch (CPU and CUDA), numpy, python and augmentation-generator states (see :func:`rng_state`);
 - ``config``: the TrainConfig as a dict; ``bands`` (str), ``image_size`` (int), ``sky_sigma`` (list),
   ``queue_size`` (int), ``galmoco_version`` (str);
-- ``contract``: the :class:`~galmoco.io.contract.DataContract` of the training data as a dict (bands
+- ``contract``: the :class:`~galmoco.contract.DataContract` of the training data as a dict (bands
   in order, stamp size, pixel scale, units, zero point, normalisation, sky sigma). Checkpoints written
   before it existed still load: :func:`checkpoint_contract` derives what it can and warns.
 """
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from galmoco.config import TrainConfig, config_from_dict, config_to_dict
+from galmoco.contract import DataContract
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_output
-from galmoco.io.contract import DataContract, read_store_contract
+from galmoco.io.store import read_store_contract
 from galmoco.models.galaxy import GalaxyModel
 
 __all__ = ["check_store", "checkpoint_contract", "load_checkpoint", "load_model", "rng_state", "run_contract",
@@ -70,7 +71,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> GalaxyModel:
     """The trained :class:`GalaxyModel` of a checkpoint, on ``device``, in eval mode.
 
-    The model's ``contract`` attribute holds its :class:`~galmoco.io.contract.DataContract`.
+    The model's ``contract`` attribute holds its :class:`~galmoco.contract.DataContract`.
     """
     state = load_checkpoint(path)
     config = config_from_dict(state["config"], where=str(path))
@@ -102,7 +103,7 @@ def checkpoint_contract(state: dict[str, Any], where: str | os.PathLike) -> Data
 def check_store(state: dict[str, Any], store_path: str | os.PathLike, where: str | os.PathLike,
                 allow_size: bool = False) -> None:
     """Raise a one-line :class:`GalmocoError` unless the store holds the data the checkpoint was trained on
-    (see :meth:`DataContract.check <galmoco.io.contract.DataContract.check>`)."""
+    (see :meth:`DataContract.check <galmoco.contract.DataContract.check>`)."""
     checkpoint_contract(state, where).check(read_store_contract(store_path), str(store_path), str(where),
                                             allow_size=allow_size)
 

@@ -18,8 +18,7 @@ import torch
 from galmoco.analysis.explorer import build_explorer
 from galmoco.config import ModelConfig, TrainConfig, config_to_dict
 from galmoco.embed import embed_store
-from galmoco.io.contract import read_store_contract
-from galmoco.io.store import write_store
+from galmoco.io.store import read_store_contract, write_store
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.train.checkpoint import save_checkpoint
 

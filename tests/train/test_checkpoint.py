@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from galmoco.contract import DataContract
 from galmoco.embed import embed_store
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import DataContract
 from galmoco.io.store import CutoutStore, write_store
 from galmoco.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 from galmoco.train.loop import train

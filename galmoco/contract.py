@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from galmoco.errors import GalmocoError
 
-__all__ = ["DataContract", "read_store_contract"]
+__all__ = ["DataContract"]
 
 #: pixel scales that differ by less than this fraction are the same survey pixel
 PIXEL_SCALE_RTOL = 0.01
@@ -137,11 +136,3 @@ class DataContract:
             return (f"pixel scale {data.pixel_scale:.4f} arcsec but {{model}} was trained on "
                     f"{self.pixel_scale:.4f}")
         return None
-
-
-def read_store_contract(path: str | Path) -> DataContract:
-    """The contract of a packed store (its attributes and stamp shape)."""
-    from galmoco.io.store import CutoutStore
-
-    with CutoutStore(path) as store:
-        return DataContract.from_attrs(store.attrs, store.shape)

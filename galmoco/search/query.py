@@ -1,4 +1,4 @@
-"""Galaxies like this one: search an index (:mod:`galmoco.analysis.index`) by id, by sky position or by a
+"""Galaxies like this one: search an index (:mod:`galmoco.search.index`) by id, by sky position or by a
 FITS cutout embedded on the fly, and draw the answers.
 
 Every search returns one table: ``query`` (the query's id or label), ``rank`` (1 = most similar),
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from galmoco.analysis.index import Index
 from galmoco.errors import GalmocoError
+from galmoco.search.index import Index
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["neighbour_gallery_png", "search", "search_ids", "search_radec", "search_vectors"]
+__all__ = ["search", "search_ids", "search_radec", "search_vectors"]
 
 
 def _open(index: Index | str | Path) -> Index:
@@ -109,7 +109,7 @@ def search(index: Index | str | Path, ids: Sequence[str] = (), radec: tuple[floa
     """Search by any mix of ids, one position and FITS cutouts (answers stacked in that order).
 
     Args:
-        index: the index folder (``galmoco index``) or an open :class:`~galmoco.analysis.index.Index`.
+        index: the index folder (``galmoco index``) or an open :class:`~galmoco.search.index.Index`.
         ids: catalogue ids.
         radec: (RA, Dec) in degrees; matched within ``radius_arcsec``.
         fits: cutouts to embed with ``checkpoint`` (default: the checkpoint the embeddings came from).
@@ -143,40 +143,3 @@ def search(index: Index | str | Path, ids: Sequence[str] = (), radec: tuple[floa
     if not parts:
         raise GalmocoError("nothing to search for: give ids, a position or FITS cutouts")
     return (parts[0] if len(parts) == 1 else vstack(parts)), images
-
-
-def neighbour_gallery_png(index: Index | str | Path, table: Table, out_png: str | Path,
-                          query_images: np.ndarray | None = None) -> Path:
-    """A PNG with one row per query: the query stamp, then its neighbours (Lupton RGB, distances above).
-
-    Stamps are read from the stores the index's embeddings were made from (recorded in the catalogue);
-    FITS queries' stamps are passed as ``query_images`` in the order of their queries.
-
-    Returns:
-        The PNG path (a PDF is written beside it).
-    """
-    from galmoco.analysis.plots import neighbour_gallery
-    from galmoco.io.storeset import StoreSet
-
-    index = _open(index)
-    stores = [s for s in str(index.catalog.meta.get("STORE", "")).split(",") if s]
-    if not stores or not all(Path(s).is_file() for s in stores):
-        listed = ", ".join(stores) or "none recorded"
-        raise GalmocoError(f"{index.path}: the stores of the indexed galaxies ({listed}) are not readable "
-                           "here; a gallery needs them")
-    names = list(dict.fromkeys(table["query"]))
-    k = max(int(np.max(table["rank"])), 1)
-    lookup = {str(v): i for i, v in enumerate(index.catalog["id"])}
-    fits_rows = iter(range(0 if query_images is None else len(query_images)))
-    with StoreSet(stores) as data:
-        def stamp(row: int) -> np.ndarray:
-            return data.read_rows(row, row + 1)[0]
-        blank = np.zeros(data.shape, np.float32)
-        queries, neighbours, distances = [], [], np.full((len(names), k), np.nan, np.float32)
-        for i, name in enumerate(names):
-            answer = table[table["query"] == name]
-            queries.append(stamp(lookup[name]) if name in lookup else query_images[next(fits_rows)])
-            neighbours.append([stamp(int(r)) for r in answer["row"]] + [blank] * (k - len(answer)))
-            distances[i, :len(answer)] = answer["distance"]
-    return neighbour_gallery(np.stack(queries), np.array(neighbours), names, distances,
-                             Path(out_png).with_suffix(""), "Most similar galaxies (distance above)")

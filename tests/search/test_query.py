@@ -1,4 +1,4 @@
-"""galmoco.analysis.search and the ``galmoco index`` / ``galmoco search`` commands: answers equal brute
+"""galmoco.search.query and the ``galmoco index`` / ``galmoco search`` commands: answers equal brute
 force, the query is not its own neighbour, positions match within the radius, files and exit codes."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from galmoco.analysis.index import build_index
-from galmoco.analysis.search import neighbour_gallery_png, search, search_ids, search_radec
+from galmoco.analysis.gallery import neighbour_gallery_png
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
 from galmoco.io.tables import read_table
+from galmoco.search.index import build_index
+from galmoco.search.query import search, search_ids, search_radec
 
 
 def galmoco(*args) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""galmoco.analysis.index: exact and IVF indexes with measured recall; the neighbour table is exact for a
+"""galmoco.search.index: exact and IVF indexes with measured recall; the neighbour table is exact for a
 flat index and survives SIGKILL (a rerun keeps the chunks on disk and finishes)."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-import galmoco.analysis.index as index_module
-from galmoco.analysis.index import (
+import galmoco.search.index as index_module
+from galmoco.embed import embed_store, read_embeddings
+from galmoco.errors import GalmocoError
+from galmoco.search.index import (
     Index,
     build_index,
     build_index_from_vectors,
     neighbour_table,
     read_neighbour_table,
 )
-from galmoco.embed import embed_store, read_embeddings
-from galmoco.errors import GalmocoError
 
 
 def clustered(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -91,7 +91,7 @@ def test_bad_inputs(tmp_path, store_path, model):
         neighbour_table(folder, k=4)
 
 
-_CHILD = ("import sys; from galmoco.analysis.index import neighbour_table; "
+_CHILD = ("import sys; from galmoco.search.index import neighbour_table; "
           "neighbour_table(sys.argv[1], 10, 50)")
 
 

@@ -1,4 +1,4 @@
-"""galmoco.io.contract: checks in one line naming both values; the docstring example runs."""
+"""galmoco.contract: checks in one line naming both values; the docstring example runs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import doctest
 import numpy as np
 import pytest
 
-import galmoco.io.contract as contract_module
+import galmoco.contract as contract_module
+from galmoco.contract import DataContract
 from galmoco.errors import GalmocoError
-from galmoco.io.contract import DataContract, read_store_contract
-from galmoco.io.store import write_store
+from galmoco.io.store import read_store_contract, write_store
 
 MODEL = DataContract("griz", (64, 64), 0.263, 30.0, "counts", {"method": "asinh"}, (1.0, 2.0, 3.0, 4.0))
 
