@@ -1,4 +1,4 @@
-"""Similarity search at survey scale: ``galmoco.search.index`` on clustered synthetic vectors.
+"""Similarity search at survey scale: ``galmoco.similarity.index`` on clustered synthetic vectors.
 
 N = 1,000,000 (``--quick``: 100,000) 128-d vectors drawn around 2,000 cluster centres with spreads
 from 0.3 to 1.0 of the centres' own scatter (clustered, not uniform, like galaxy embeddings), and
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from galmoco.search.index import Index, build_index_from_vectors
+from galmoco.similarity.index import Index, build_index_from_vectors
 
 
 def clustered(n: int, dim: int, seed: int, n_clusters: int = 2000) -> np.ndarray:
@@ -56,7 +56,7 @@ def peak_rss_mb() -> float:
 
 
 def table_child(folder: str) -> None:
-    from galmoco.search.index import neighbour_table
+    from galmoco.similarity.index import neighbour_table
 
     neighbour_table(folder, k=10, chunk=20_000)
 

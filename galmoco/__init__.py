@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 from galmoco.api import TrainedModel, load  # noqa: E402
 from galmoco.contract import DataContract  # noqa: E402
 from galmoco.errors import GalmocoError  # noqa: E402
-from galmoco.search.index import Index, build_index, neighbour_table  # noqa: E402
-from galmoco.search.query import search, search_ids, search_radec, search_vectors  # noqa: E402
+from galmoco.similarity.index import Index, build_index, neighbour_table  # noqa: E402
+from galmoco.similarity.query import search, search_ids, search_radec, search_vectors  # noqa: E402
 
 __all__ = ["DataContract", "GalmocoError", "Index", "TrainedModel", "__version__", "build_index", "load",
            "neighbour_table", "search", "search_ids", "search_radec", "search_vectors"]

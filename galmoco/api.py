@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
     from astropy.table import Table
 
-    from galmoco.search.index import Index
+    from galmoco.similarity.index import Index
 
 __all__ = ["TrainedModel", "load"]
 
@@ -159,10 +159,10 @@ class TrainedModel:
             index: an index folder from ``galmoco index`` built on this model's embeddings.
 
         Returns:
-            The table of :func:`galmoco.search.query.search_vectors` (``query``, ``rank``, ``id``,
+            The table of :func:`galmoco.similarity.query.search_vectors` (``query``, ``rank``, ``id``,
             ``ra``, ``dec``, ``distance``).
         """
-        from galmoco.search.query import search_vectors
+        from galmoco.similarity.query import search_vectors
 
         embedded = self.embed(x, allow_size=allow_size)
         if isinstance(embedded, np.ndarray):

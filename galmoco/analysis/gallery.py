@@ -8,7 +8,7 @@ import numpy as np
 from astropy.table import Table
 
 from galmoco.errors import GalmocoError
-from galmoco.search.index import Index
+from galmoco.similarity.index import Index
 
 __all__ = ["neighbour_gallery_png"]
 

@@ -83,7 +83,7 @@ def _l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Every entry is a float32 sum of ``D`` float32 terms ``|a_d - b_d|``, so its error is at most about
     ``D * 2**-24`` times the distance, whatever order the kernel sums in.
     """
-    from galmoco.search.index import import_faiss  # heavy and optional, needed only for L1
+    from galmoco.similarity.index import import_faiss  # heavy and optional, needed only for L1
 
     faiss = import_faiss()
 

@@ -1,5 +1,5 @@
-"""``galmoco index`` and ``galmoco search``: thin wrappers over :mod:`galmoco.search.index` and
-:mod:`galmoco.search.query`."""
+"""``galmoco index`` and ``galmoco search``: thin wrappers over :mod:`galmoco.similarity.index` and
+:mod:`galmoco.similarity.query`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import click
 
 from galmoco.analysis.gallery import neighbour_gallery_png
 from galmoco.errors import GalmocoError
-from galmoco.search.index import KINDS, METRICS, build_index, neighbour_table
-from galmoco.search.query import search as run_search
+from galmoco.similarity.index import KINDS, METRICS, build_index, neighbour_table
+from galmoco.similarity.query import search as run_search
 
 __all__ = ["index", "search"]
 

@@ -1,4 +1,4 @@
-"""galmoco.search.index: exact and IVF indexes with measured recall; the neighbour table is exact for a
+"""galmoco.similarity.index: exact and IVF indexes with measured recall; the neighbour table is exact for a
 flat index and survives SIGKILL (a rerun keeps the chunks on disk and finishes)."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-import galmoco.search.index as index_module
+import galmoco.similarity.index as index_module
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
-from galmoco.search.index import (
+from galmoco.similarity.index import (
     Index,
     build_index,
     build_index_from_vectors,
@@ -91,7 +91,7 @@ def test_bad_inputs(tmp_path, store_path, model):
         neighbour_table(folder, k=4)
 
 
-_CHILD = ("import sys; from galmoco.search.index import neighbour_table; "
+_CHILD = ("import sys; from galmoco.similarity.index import neighbour_table; "
           "neighbour_table(sys.argv[1], 10, 50)")
 
 

@@ -1,4 +1,4 @@
-"""Galaxies like this one: search an index (:mod:`galmoco.search.index`) by id, by sky position or by a
+"""Galaxies like this one: search an index (:mod:`galmoco.similarity.index`) by id, by sky position or by a
 FITS cutout embedded on the fly, and draw the answers.
 
 Every search returns one table: ``query`` (the query's id or label), ``rank`` (1 = most similar),
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from galmoco.errors import GalmocoError
-from galmoco.search.index import Index
+from galmoco.similarity.index import Index
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -109,7 +109,7 @@ def search(index: Index | str | Path, ids: Sequence[str] = (), radec: tuple[floa
     """Search by any mix of ids, one position and FITS cutouts (answers stacked in that order).
 
     Args:
-        index: the index folder (``galmoco index``) or an open :class:`~galmoco.search.index.Index`.
+        index: the index folder (``galmoco index``) or an open :class:`~galmoco.similarity.index.Index`.
         ids: catalogue ids.
         radec: (RA, Dec) in degrees; matched within ``radius_arcsec``.
         fits: cutouts to embed with ``checkpoint`` (default: the checkpoint the embeddings came from).

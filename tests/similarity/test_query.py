@@ -1,4 +1,4 @@
-"""galmoco.search.query and the ``galmoco index`` / ``galmoco search`` commands: answers equal brute
+"""galmoco.similarity.query and the ``galmoco index`` / ``galmoco search`` commands: answers equal brute
 force, the query is not its own neighbour, positions match within the radius, files and exit codes."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from galmoco.analysis.gallery import neighbour_gallery_png
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
 from galmoco.io.tables import read_table
-from galmoco.search.index import build_index
-from galmoco.search.query import search, search_ids, search_radec
+from galmoco.similarity.index import build_index
+from galmoco.similarity.query import search, search_ids, search_radec
 
 
 def galmoco(*args) -> subprocess.CompletedProcess:
