@@ -25,6 +25,7 @@ from galmoco.errors import GalmocoError
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
+    "FRAMES",
     "OBJECTIVES",
     "ModelConfig",
     "BankConfig",
@@ -42,6 +43,8 @@ __all__ = [
 #: training objectives: reconstruction only, contrastive only, the two combined, and the memory-bank
 #: objectives of the CMC code base (instance discrimination, contrastive multiview coding)
 OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae", "insdis", "cmc")
+#: the encoder's input frames (``model.frame``): the discrete D4 frame, the continuous pose frame, none
+FRAMES: tuple[str, ...] = ("d4", "o2", "none")
 #: queue size used when ``moco.queue_size`` is unset and the training set is large enough
 DEFAULT_QUEUE_SIZE = 4096
 #: batch size the base learning rate refers to (linear scaling rule, Goyal et al. 2017)
@@ -63,7 +66,10 @@ class ModelConfig:
         proj_dim: output size of the projection head.
         frame: ``"d4"``: the encoder reads each stamp in its canonical D4 frame and the decoder draws in
             it (``galmoco.models.canonical``), so the latent is exactly the same for the eight flips
-            and quarter turns of a stamp; ``"none"``: the stamp as given, any invariance is learned.
+            and quarter turns of a stamp; ``"o2"``: in its pose frame (adaptive-moment centroid, position
+            angle and skewness signs, ``galmoco.models.pose``), so the same holds, up to interpolation and
+            noise, for turns by any angle, flips and shifts; ``"none"``: the stamp as given, any
+            invariance is learned.
     """
 
     arch: str = "conv"
@@ -235,7 +241,7 @@ class TrainConfig:
             (self.recon_target in ("view", "stored"), "recon_target", "view or stored"),
             (self.model.arch in ("conv", "resnet18", "resnet50"), "model.arch", "conv, resnet18 or resnet50"),
             (self.model.head in ("linear", "mlp"), "model.head", "linear or mlp"),
-            (self.model.frame in ("d4", "none"), "model.frame", "d4 or none"),
+            (self.model.frame in FRAMES, "model.frame", ", ".join(FRAMES)),
             (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
             (self.optim.optimizer in ("adamw", "sgd"), "optim.optimizer", "adamw or sgd"),

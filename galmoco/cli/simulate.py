@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from galmoco.sim.population import POPULATIONS
 from galmoco.sim.simulate import TRUTH_NAME, simulate_survey
 
 __all__ = ["simulate"]
@@ -58,6 +59,14 @@ _DEFAULT = {name: p.default for name, p in inspect.signature(simulate_survey).pa
     default=_DEFAULT["preview"],
     help="Also write preview.png, an 8x8 Lupton RGB (i,r,g) contact sheet.",
 )
+@click.option(
+    "--population",
+    type=click.Choice(sorted(POPULATIONS)),
+    default="default",
+    show_default=True,
+    help="What the stamps hold: default (DES-like, mostly faint and small) or bright (galaxies only, "
+    "i = 16.5-19.5, half-light radius 0.5-2 arcsec).",
+)
 def simulate(
     n: int | None,
     out: Path,
@@ -67,6 +76,7 @@ def simulate(
     workers: int,
     manifest: Path | None,
     preview: bool,
+    population: str,
 ) -> None:
     """Simulate a DES-like survey (GalSim) in the layout of a finished DESaccess cutout job.
 
@@ -76,7 +86,8 @@ def simulate(
         raise click.UsageError("give -n N or --manifest FILE")
     t0 = time.perf_counter()
     job = simulate_survey(
-        n, out, size=size, bands=bands, seed=seed, workers=workers, manifest=manifest, preview=preview
+        n, out, size=size, bands=bands, seed=seed, workers=workers, manifest=manifest, preview=preview,
+        population=POPULATIONS[population],
     )
     seconds = time.perf_counter() - t0
     click.echo(f"job folder: {job}")
