@@ -10,8 +10,8 @@ from torch import nn
 
 from galmoco.config import TrainConfig
 from galmoco.data.normalize import Normalizer
-from galmoco.errors import GalmocoError
 from galmoco.data.transforms import apply_symmetry_index
+from galmoco.errors import GalmocoError
 from galmoco.models.canonical import canonical_frame, from_canonical
 from galmoco.models.cmc import CMCEncoder, parse_views
 from galmoco.models.decoders import ConvDecoder
@@ -123,7 +123,9 @@ class GalaxyModel(nn.Module):
         drawn = self.decoder(latent)
         if frame is None:
             return drawn
-        return from_canonical(drawn, frame) if self.config.model.frame == "d4" else from_pose_frame(drawn, frame)
+        if self.config.model.frame == "d4":
+            return from_canonical(drawn, frame)
+        return from_pose_frame(drawn, frame)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images to their reconstruction in the normalised space (compare with ``normalize``)."""

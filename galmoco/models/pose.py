@@ -131,7 +131,8 @@ def _disc(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return ((u[None, :] ** 2 + u[:, None] ** 2) <= (size / 2) ** 2).to(dtype)
 
 
-def to_pose_frame(images: torch.Tensor, affine: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def to_pose_frame(images: torch.Tensor,
+                  affine: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stamps resampled into their pose frame (bilinear), corners outside the inscribed disc set to 0.
 
     Args:

@@ -177,7 +177,8 @@ def _galaxy(rng: np.random.Generator, cfg: PopulationConfig, cls: str, mag_i: fl
     bulge_hlr = disk_hlr * (0.7 if cls == "elliptical" else rng.uniform(0.25, 0.5))
     if cfg.hlr_range is not None:  # an extra draw only here: the default population's streams are unchanged
         lo, hi = np.log(cfg.hlr_range[0]), np.log(cfg.hlr_range[1])
-        scale = float(np.exp(rng.uniform(lo, hi))) / combined_half_light_radius(bulge_frac, bulge_hlr, disk_hlr)
+        target = float(np.exp(rng.uniform(lo, hi)))
+        scale = target / combined_half_light_radius(bulge_frac, bulge_hlr, disk_hlr)
         disk_hlr, bulge_hlr = disk_hlr * scale, bulge_hlr * scale
     # disk axis ratio from a random inclination of a disk of intrinsic thickness 0.2
     cos_i = rng.uniform()

@@ -51,7 +51,8 @@ def test_any_angle_flip_and_shift_reach_the_same_pixels():
     shape = _shapes(n)
     zero = np.zeros(n)
     reference = _render(zero, zero, np.zeros((n, 2)), shape)
-    moved = _render(rng.uniform(0, 2 * math.pi, n), rng.random(n) < 0.5, rng.uniform(-1.5, 1.5, (n, 2)), shape)
+    moved = _render(rng.uniform(0, 2 * math.pi, n), rng.random(n) < 0.5, rng.uniform(-1.5, 1.5, (n, 2)),
+                    shape)
     framed, affine = to_pose_frame(moved)
     error = _relative(framed, to_pose_frame(reference)[0])
     assert float(error.max()) < 0.05, error  # bilinear interpolation of a smooth profile: a few percent

@@ -13,7 +13,8 @@ PSF = {b: 0.9 for b in "griz"}
 
 
 def _truths(name: str, n: int = 300) -> list[dict]:
-    return [draw_object(np.random.default_rng([7, i]), POPULATIONS[name], PSF, 0.1, 16.0).truth for i in range(n)]
+    return [draw_object(np.random.default_rng([7, i]), POPULATIONS[name], PSF, 0.1, 16.0).truth
+            for i in range(n)]
 
 
 def test_bright_population_is_large_bright_galaxies():
