@@ -62,7 +62,8 @@ class ModelConfig:
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
         pool: side of the map the conv encoder average-pools its last stage to (4: where the light
             is survives; 1: global average pooling).
-        head: projection head, ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
+        head: projection head, ``"linear"`` (MoCo v1), ``"mlp"`` (v2) or ``"identity"`` (InfoNCE on the
+            latent itself).
         proj_dim: output size of the projection head.
         frame: ``"d4"``: the encoder reads each stamp in its canonical D4 frame and the decoder draws in
             it (``galmoco.models.canonical``), so the latent is exactly the same for the eight flips
@@ -240,7 +241,7 @@ class TrainConfig:
             (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
             (self.recon_target in ("view", "stored"), "recon_target", "view or stored"),
             (self.model.arch in ("conv", "resnet18", "resnet50"), "model.arch", "conv, resnet18 or resnet50"),
-            (self.model.head in ("linear", "mlp"), "model.head", "linear or mlp"),
+            (self.model.head in ("linear", "mlp", "identity"), "model.head", "linear, mlp or identity"),
             (self.model.frame in FRAMES, "model.frame", ", ".join(FRAMES)),
             (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
