@@ -12,10 +12,15 @@ here the queries are processed in chunks, so memory is O(N x chunk) and the coun
 Exactness: a float32 pass (one matmul per chunk for L2/cosine, faiss's SIMD L1 kernel for L1) decides
 every pair whose distance differs from the true pair's by more than a rounding-error bound; only rows
 that have pairs inside the bound are scanned for them, and those pairs (and the true pair itself) are
-recomputed directly in float64 from the definition. faiss's k-nearest search is not used (a rank is a
-count over the whole row), but its brute-force L1 kernel (``faiss.pairwise_distances``, OpenMP) is
-several times faster than ``torch.cdist(p=1)``. For cosine, a half-dimension Cauchy-Schwarz bound
-(:class:`_CosineScreen`) first proves rank 1 for most copies, and only the rest get the full pass.
+recomputed directly in float64 from the definition. For cosine, normalising each vector would round
+two vectors of one direction apart, so such pairs are compared without normalising:
+``s(y, x_j) >= s(y, x_i)`` iff ``(y.x_j)|y.x_j| |x_i|^2 >= (y.x_i)|y.x_i| |x_j|^2``, in float64 with a
+rounding-error bound, and in exact rational arithmetic for the pairs inside that bound (exact ties,
+which bf16 or rounded latents produce, count against the copy as the rank's definition says).
+faiss's k-nearest search is not used (a rank is a count over the whole row), but its brute-force L1
+kernel (``faiss.pairwise_distances``, OpenMP) is several times faster than ``torch.cdist(p=1)``. For
+cosine, a half-dimension Cauchy-Schwarz bound (:class:`_CosineScreen`) first proves rank 1 for most
+copies, and only the rest get the full pass.
 
 Memory: each chunk's ``(chunk, N)`` float32 tile is kept near :data:`TILE_BYTES`, plus one reused
 boolean mask a quarter of its size, so the working set is bounded whatever N is.
@@ -24,6 +29,7 @@ boolean mask a quarter of its size, so the working set is bounded whatever N is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -174,6 +180,42 @@ def _band(true: np.ndarray, tol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> Fraction:
+    """``a.b`` in exact rational arithmetic (every float is a rational number)."""
+    return sum((Fraction(float(u)) * Fraction(float(v)) for u, v in zip(a, b, strict=True)), Fraction(0))
+
+
+def cosine_at_least(y: np.ndarray, xc: np.ndarray, xt: np.ndarray) -> np.ndarray:
+    """Row-wise ``cos(y, xc) >= cos(y, xt)``, decided exactly (a zero vector has cosine 0 to everything).
+
+    With ``p = y.xc``, ``q = y.xt``: ``p / |xc| >= q / |xt|`` iff ``p|p| |xt|^2 >= q|q| |xc|^2``. The
+    products of float32 inputs are exact in float64, so the float64 sides are off by at most about
+    ``(3D + 10) 2^-53 (P^2 |xt|^2 + Q^2 |xc|^2)`` (``P``, ``Q``: the sums of absolute products); pairs
+    closer than twice that are decided in exact rational arithmetic.
+
+    Args:
+        y, xc, xt: ``(K, D)`` float arrays: copies, competitors and their own originals.
+
+    Returns:
+        ``(K,)`` bool.
+    """
+    y, xc, xt = (_as_array(a, np.float64) for a in (y, xc, xt))
+    p, q = np.einsum("ij,ij->i", y, xc), np.einsum("ij,ij->i", y, xt)
+    p_abs, q_abs = np.einsum("ij,ij->i", np.abs(y), np.abs(xc)), np.einsum("ij,ij->i", np.abs(y), np.abs(xt))
+    nc, nt = np.einsum("ij,ij->i", xc, xc), np.einsum("ij,ij->i", xt, xt)
+    lhs, rhs = p * np.abs(p) * np.where(nt > 0, nt, 1.0), q * np.abs(q) * np.where(nc > 0, nc, 1.0)
+    lhs[nc == 0], rhs[nt == 0] = 0.0, 0.0  # a zero vector: cosine 0
+    bound = 2 * (3 * y.shape[1] + 10) * 2.0**-53 * (p_abs**2 * nt + q_abs**2 * nc)
+    result = lhs >= rhs
+    for k in np.flatnonzero(np.abs(lhs - rhs) <= bound):
+        pe, qe = _exact_dot(y[k], xc[k]), _exact_dot(y[k], xt[k])
+        nce, nte = _exact_dot(xc[k], xc[k]), _exact_dot(xt[k], xt[k])
+        left = pe * abs(pe) * nte if nce else Fraction(0)
+        right = qe * abs(qe) * nce if nte else Fraction(0)
+        result[k] = left >= right
+    return result
+
+
 def _recheck(
     t: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows_sel: np.ndarray, y: np.ndarray, x: np.ndarray,
     idx: np.ndarray, metric: str,
@@ -190,10 +232,13 @@ def _recheck(
     keep = cols != idx[rows]  # the true pair is the reference, not a competitor
     rows, cols = rows[keep], cols[keep]
     hits = np.zeros(m, dtype=np.int64)
-    true = exact_distances(y, x[idx], metric)
+    true = None if metric == "cosine" else exact_distances(y, x[idx], metric)
     for b in range(0, rows.size, _RECHECK_BLOCK):
         r, c = rows[b : b + _RECHECK_BLOCK], cols[b : b + _RECHECK_BLOCK]
-        against = exact_distances(y[r], x[c], metric) <= true[r]
+        if true is None:
+            against = cosine_at_least(y[r], x[c], x[idx[r]])
+        else:
+            against = exact_distances(y[r], x[c], metric) <= true[r]
         hits += np.bincount(r[against], minlength=m)
     return hits
 
@@ -249,6 +294,7 @@ def placement_ranks(
     copies: np.ndarray | torch.Tensor,
     metric: str = "l1",
     chunk: int | None = None,
+    owners: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact placement rank of every copy among all originals (1 = its own original is nearest).
 
@@ -257,35 +303,43 @@ def placement_ranks(
 
     Args:
         originals: ``(N, D)`` latent vectors of the original stamps.
-        copies: ``(N, D)`` latent vectors of the transformed stamps, row ``i`` a copy of original ``i``.
+        copies: ``(M, D)`` latent vectors of the transformed (or re-observed) stamps; row ``i`` is a copy
+            of original ``owners[i]`` (default: of original ``i``, with ``M == N``).
         metric: ``"l1"``, ``"l2"`` or ``"cosine"``.
         chunk: queries per block (working memory ~ ``1.25 x chunk x N x 4`` bytes); default keeps one
             block's float32 tile near :data:`TILE_BYTES`.
+        owners: optional ``(M,)`` row of each copy's own original.
 
     Returns:
-        ``(N,)`` int64 ranks in ``1..N``; ties with other originals count against the copy.
+        ``(M,)`` int64 ranks in ``1..N``; ties with other originals count against the copy.
     """
     _check_metric(metric)
     x, y = _as_array(originals), _as_array(copies)
-    if x.ndim != 2 or x.shape != y.shape:
+    if owners is None and x.shape != y.shape or x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise GalmocoError(f"originals {tuple(x.shape)} and copies {tuple(y.shape)} must both be (N, D)")
     n = x.shape[0]
+    owners = np.arange(n) if owners is None else np.asarray(owners, np.int64)
+    if owners.shape != (y.shape[0],) or (owners.size and (owners.min() < 0 or owners.max() >= n)):
+        raise GalmocoError(f"owners must be ({y.shape[0]},) rows of the {n} originals")
     chunk = max(1, min(n, chunk or TILE_BYTES // (4 * max(n, 1))))
     ref = x if metric == "l1" else np.ascontiguousarray((_unit(x) if metric == "cosine" else x).T)
     x_sq = np.einsum("ij,ij->i", x, x)
     screen = _CosineScreen(x) if metric == "cosine" else None
     tile = np.empty((chunk, n), np.float32)
     mask = np.empty((chunk, n), bool)
-    ranks = np.ones(n, dtype=np.int64)
-    for start in tqdm(range(0, n, chunk), desc=f"placement {metric}", unit="chunk", disable=None,
+    m_all = y.shape[0]
+    ranks = np.ones(m_all, dtype=np.int64)
+    for start in tqdm(range(0, m_all, chunk), desc=f"placement {metric}", unit="chunk", disable=None,
                       leave=False):
-        idx = np.arange(start, min(n, start + chunk))
+        rows = np.arange(start, min(m_all, start + chunk))
         if screen is not None:  # rows whose bound proves rank 1 keep it; the rest get the full pass
-            idx = idx[screen.unresolved(y[idx], idx, out=tile[: idx.size], mask=mask[: idx.size])]
-        if idx.size == 0:
+            m = rows.size
+            rows = rows[screen.unresolved(y[rows], owners[rows], out=tile[:m], mask=mask[:m])]
+        if rows.size == 0:
             continue
-        m = idx.size
-        yc = y[idx]
+        m = rows.size
+        idx = owners[rows]
+        yc = y[rows]
         t, true_t, tol = _chunk_scores(yc, ref, x_sq, idx, metric, tile[:m])
         # two comparison passes: strictly closer beyond the bound, and within the bound (a band that
         # always holds the true pair itself); only rows with more than it need a float64 recheck
@@ -295,7 +349,7 @@ def placement_ranks(
         rows_sel = np.flatnonzero(band > 1)
         if rows_sel.size:
             closer = closer + _recheck(t, lo, hi, rows_sel, yc, x, idx, metric)
-        ranks[idx] = closer + 1
+        ranks[rows] = closer + 1
     return ranks
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from galmoco.sim.population import POPULATIONS
-from galmoco.sim.simulate import TRUTH_NAME, simulate_survey
+from galmoco.sim.simulate import TRUTH_NAME, observation_folder, simulate_survey
 
 __all__ = ["simulate"]
 
@@ -67,6 +67,14 @@ _DEFAULT = {name: p.default for name, p in inspect.signature(simulate_survey).pa
     help="What the stamps hold: default (DES-like, mostly faint and small) or bright (galaxies only, "
     "i = 16.5-19.5, half-light radius 0.5-2 arcsec).",
 )
+@click.option(
+    "--observations",
+    type=click.IntRange(min=1),
+    default=_DEFAULT["observations"],
+    show_default=True,
+    help="Observe every object this often: each further observation (new PSF from the survey's seeing, "
+    "sky noise level, sub-pixel offset and noise; the same ids) is a job folder under observation<N>/.",
+)
 def simulate(
     n: int | None,
     out: Path,
@@ -76,6 +84,7 @@ def simulate(
     workers: int,
     manifest: Path | None,
     preview: bool,
+    observations: int,
     population: str,
 ) -> None:
     """Simulate a DES-like survey (GalSim) in the layout of a finished DESaccess cutout job.
@@ -86,12 +95,24 @@ def simulate(
         raise click.UsageError("give -n N or --manifest FILE")
     t0 = time.perf_counter()
     job = simulate_survey(
-        n, out, size=size, bands=bands, seed=seed, workers=workers, manifest=manifest, preview=preview,
+        n,
+        out,
+        size=size,
+        bands=bands,
+        seed=seed,
+        workers=workers,
+        manifest=manifest,
+        preview=preview,
+        observations=observations,
         population=POPULATIONS[population],
     )
     seconds = time.perf_counter() - t0
     click.echo(f"job folder: {job}")
     click.echo(f"truth: {job.parent / (TRUTH_NAME + '.fits')} (and .ecsv)")
+    for o in range(2, observations + 1):
+        folder = observation_folder(out, o)
+        again = next(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        click.echo(f"observation {o}: {again} (truth: {folder / (TRUTH_NAME + '.fits')})")
     if preview:
         click.echo(f"preview: {job.parent / 'preview.png'}")
     click.echo(f"time: {seconds:.1f} s")

@@ -24,6 +24,7 @@ __all__ = [
     "Component",
     "ObjectParams",
     "draw_object",
+    "draw_psf",
     "power_law_magnitude",
     "combined_half_light_radius",
 ]
@@ -243,6 +244,28 @@ def _pick_class(rng: np.random.Generator, fractions: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=np.array([fractions[n] for n in names])))]
 
 
+def draw_psf(
+    rng: np.random.Generator, psf_median: dict[str, float], psf_scatter: float
+) -> tuple[dict[str, float], float, float]:
+    """One observation's PSF: FWHM per band (arcsec) from the survey's seeing distribution, and its shear.
+
+    Args:
+        rng: the generator to draw from.
+        psf_median: median PSF FWHM per band (arcsec).
+        psf_scatter: lognormal FWHM scatter, mostly common to all bands (the seeing) with a small
+            per-band part (30% of it).
+
+    Returns:
+        ``(psf_fwhm, psf_g1, psf_g2)``.
+    """
+    common = rng.normal(0, psf_scatter)
+    psf_fwhm = {
+        b: float(psf_median[b] * np.exp(common + rng.normal(0, 0.3 * psf_scatter))) for b in psf_median
+    }
+    psf_g1, psf_g2 = (float(v) for v in rng.normal(0, 0.01, size=2))
+    return psf_fwhm, psf_g1, psf_g2
+
+
 def draw_object(
     rng: np.random.Generator,
     cfg: PopulationConfig,
@@ -263,11 +286,7 @@ def draw_object(
     Returns:
         The components (central object first) and truth fields.
     """
-    common = rng.normal(0, psf_scatter)
-    psf_fwhm = {
-        b: float(psf_median[b] * np.exp(common + rng.normal(0, 0.3 * psf_scatter))) for b in psf_median
-    }
-    psf_g1, psf_g2 = (float(v) for v in rng.normal(0, 0.01, size=2))
+    psf_fwhm, psf_g1, psf_g2 = draw_psf(rng, psf_median, psf_scatter)
     cls = _pick_class(rng, cfg.class_fractions)
     # the catalogue position is the light centroid: a sub-pixel offset is applied by the renderer
     comps: list[Component] = []

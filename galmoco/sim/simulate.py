@@ -3,6 +3,13 @@
 Determinism: object ``k`` draws everything (contents, PSF, sky level, sub-pixel offset, noise, clump
 positions) from ``SeedSequence(seed, spawn_key=(0, k))``, so the images do not depend on the number
 of workers or on how objects are chunked. Positions come from ``spawn_key=(1,)``.
+
+Repeated observations (``observations=2``): observation ``o >= 2`` of object ``k`` has the same contents
+(the same draws from its stream) but re-draws its observing conditions from
+``SeedSequence(seed, spawn_key=(2, o, k))``: a PSF from the survey's seeing distribution, a sky noise
+level (the depth scatter), a sub-pixel offset uniform in +-0.5 px in x and y, and an independent noise
+realisation. It is written as a second DESaccess job folder with the same object ids under
+``out/observation<o>/`` (with its own truth table), so it packs and embeds like the first.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +38,7 @@ from galmoco.sim.footprint import (
     tile_of,
     world_to_tile_pixel,
 )
-from galmoco.sim.population import PopulationConfig, draw_object
+from galmoco.sim.population import PopulationConfig, draw_object, draw_psf
 from galmoco.sim.render import ObservingConfig, render_stamp, sky_sigma_from_depth
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "SimSpec",
     "simulate_object",
     "simulate_survey",
+    "observation_folder",
     "write_positions_manifest",
     "TRUTH_NAME",
 ]
@@ -72,7 +80,14 @@ class SimulatedObject:
     y_cut: float
 
 
-def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: bool = True) -> SimulatedObject:
+def observation_folder(out: str | Path, observation: int) -> Path:
+    """Where ``simulate_survey(..., out)`` writes observation ``observation`` (1: ``out`` itself)."""
+    return Path(out) if observation == 1 else Path(out) / f"observation{observation}"
+
+
+def simulate_object(
+    index: int, ra: float, dec: float, spec: SimSpec, noise: bool = True, observation: int = 1
+) -> SimulatedObject:
     """Render object ``index`` at (ra, dec) degrees; a pure function of its arguments.
 
     Args:
@@ -80,15 +95,26 @@ def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: boo
         ra, dec: position (degrees), inside the footprint.
         spec: the survey's shared settings.
         noise: add noise (False: the noiseless model, for tests).
+        observation: 1 for the survey; 2, 3... re-observe the same object under new conditions (PSF,
+            sky noise, sub-pixel offset and noise drawn again, module docstring).
 
     Returns:
         The cutout as DESaccess would return it (trimmed at tile edges) and its truth.
     """
+    if observation < 1:
+        raise GalmocoError(f"observation={observation}: must be at least 1")
     ss = np.random.SeedSequence(spec.seed, spawn_key=(0, index))
     rng = np.random.default_rng(ss)
     obs, size = spec.observing, spec.size
     params = draw_object(rng, spec.population, obs.psf_fwhm, obs.psf_scatter, size * obs.pixel_scale)
     depth_factor = float(np.exp(rng.normal(0, obs.depth_scatter)))
+    shift = (0.0, 0.0)
+    if observation > 1:  # the same contents, new observing conditions from a stream of their own
+        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2, observation, index)))
+        fwhm, g1, g2 = draw_psf(rng, obs.psf_fwhm, obs.psf_scatter)
+        params = replace(params, psf_fwhm=fwhm, psf_g1=g1, psf_g2=g2)
+        depth_factor = float(np.exp(rng.normal(0, obs.depth_scatter)))
+        shift = tuple(float(v) for v in rng.uniform(-0.5, 0.5, size=2))
     sky = {
         b: sky_sigma_from_depth(
             obs.depth_10sigma[b], obs.depth_aperture_arcsec, obs.pixel_scale, obs.zeropoint
@@ -100,7 +126,8 @@ def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: boo
     x, y = world_to_tile_pixel(tile, ra, dec)
     rows, cols, x_cut, y_cut = layout.cutout_box(x, y, size, TILE_PIXELS)
     # the untrimmed stamp's true centre is at 0-based (size-1)/2; the position sits at x - ceil(x - size/2)
-    offset = (x - np.ceil(x - size / 2) - (size - 1) / 2, y - np.ceil(y - size / 2) - (size - 1) / 2)
+    offset = (x - np.ceil(x - size / 2) - (size - 1) / 2 + shift[0],
+              y - np.ceil(y - size / 2) - (size - 1) / 2 + shift[1])
     galsim_seed = int(ss.generate_state(1)[0]) + 1
     image, weight, mask = render_stamp(params, spec.bands, size, offset, sky, obs, rng, galsim_seed, noise)
     t = params.truth
@@ -128,18 +155,20 @@ def simulate_object(index: int, ra: float, dec: float, spec: SimSpec, noise: boo
     truth.update({f"psf_fwhm_{b}": params.psf_fwhm[b] for b in spec.bands})
     truth.update({f"sky_sigma_{b}": sky[b] for b in spec.bands})
     truth.update({"class": t["class"], "class_id": t["class_id"]})
+    if observation > 1:
+        truth.update(observation=observation, shift_x_pix=shift[0], shift_y_pix=shift[1])
     return SimulatedObject(
         image[:, rows, cols], weight[:, rows, cols], mask[rows, cols], truth, tile, x, y, x_cut, y_cut
     )
 
 
-def _render_chunk(args: tuple[list[tuple[int, float, float]], SimSpec, str]) -> list[dict]:
+def _render_chunk(args: tuple[list[tuple[int, float, float]], SimSpec, str, int]) -> list[dict]:
     """Worker: render and write a chunk of objects; return their truth rows (with file names)."""
-    items, spec, job_dir = args
+    items, spec, job_dir, observation = args
     rows = []
     tiles_made: set[str] = set()  # one mkdir per object, not pathlib's parents=True retries
     for index, ra, dec in items:
-        obj = simulate_object(index, ra, dec, spec)
+        obj = simulate_object(index, ra, dec, spec, observation=observation)
         tile_dir = os.path.join(job_dir, obj.tile.name)
         if obj.tile.name not in tiles_made:
             os.makedirs(tile_dir, exist_ok=True)
@@ -195,6 +224,7 @@ def simulate_survey(
     observing: ObservingConfig | None = None,
     trimmed_fraction: float = 0.02,
     chunk: int = 16,
+    observations: int = 1,
 ) -> Path:
     """Simulate a survey into ``out/<jobid>/`` in the layout of a finished DESaccess cutout job.
 
@@ -211,12 +241,17 @@ def simulate_survey(
         observing: PSF/noise settings (default :class:`ObservingConfig`).
         trimmed_fraction: fraction of drawn positions near tile edges (ignored with a manifest).
         chunk: objects per worker task.
+        observations: how often every object is observed; each observation after the first is a job
+            folder of its own with the same ids under ``out/observation<o>/`` (:func:`observation_folder`),
+            with its truth table beside it.
 
     Returns:
-        The job folder ``out/<jobid>`` (jobid: 32 hex digits derived from the inputs).
+        The job folder ``out/<jobid>`` of the first observation (jobid: 32 hex digits derived from the
+        inputs).
 
     Raises:
-        GalmocoError: bad bands, size or workers, an unreadable manifest, or an existing job folder.
+        GalmocoError: bad bands, size, workers or observations, an unreadable manifest, or an existing
+            job folder.
     """
     band_tuple = tuple(bands)
     if not band_tuple or any(b not in "grizy" for b in band_tuple) or len(set(band_tuple)) != len(band_tuple):
@@ -225,37 +260,57 @@ def simulate_survey(
         raise GalmocoError(f"size={size}: must be between 8 and 2736 pixels")
     if workers < 1:
         raise GalmocoError(f"workers={workers}: must be at least 1")
+    if observations < 1:
+        raise GalmocoError(f"observations={observations}: must be at least 1")
     if preview and not set("gri") <= set(band_tuple):
         raise GalmocoError(f"--preview needs bands g, r and i; bands={bands!r}")
     spec = SimSpec(seed, band_tuple, size, population or PopulationConfig(), observing or ObservingConfig())
     items, unmatched = _positions(n, manifest, spec, trimmed_fraction)
     out = Path(out)
-    digest = hashlib.md5(f"{seed}|{size}|{bands}|{spec}|{items}".encode()).hexdigest()
+    base = f"{seed}|{size}|{bands}|{spec}|{items}"
+    jobs = []  # (observation, its folder, its job id): the first keeps the single-observation id
+    for o in range(1, observations + 1):
+        digest = hashlib.md5((base + (f"|observation{o}" if o > 1 else "")).encode()).hexdigest()
+        jobs.append((o, observation_folder(out, o), digest))
+        if (observation_folder(out, o) / digest).exists():
+            raise GalmocoError(f"{observation_folder(out, o) / digest}: already exists (the same survey was "
+                               "simulated here); delete it first")
+    for o, folder, digest in jobs:
+        job_dir, truth_rows = _simulate_job(items, unmatched, spec, folder, digest, workers, chunk, o)
+        if o == 1:
+            first, first_rows = job_dir, truth_rows
+    if preview:
+        from galmoco.sim.preview import write_preview  # matplotlib/astropy.visualization only when asked
+
+        write_preview(first, first_rows, out / "preview.png")
+    return first
+
+
+def _simulate_job(
+    items: list[tuple[int, float, float]], unmatched: tuple[list, list], spec: SimSpec, out: Path,
+    digest: str, workers: int, chunk: int, observation: int,
+) -> tuple[Path, list[dict]]:
+    """Render one observation of every object into ``out/<digest>`` (atomically) and its truth beside it."""
     job_dir, tmp_dir = out / digest, out / f".{digest}.partial"
-    if job_dir.exists():
-        raise GalmocoError(f"{job_dir}: already exists (the same survey was simulated here); delete it first")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     t0 = time.perf_counter()
-    chunks = [(items[i : i + chunk], spec, str(tmp_dir)) for i in range(0, len(items), chunk)]
+    chunks = [(items[i : i + chunk], spec, str(tmp_dir), observation) for i in range(0, len(items), chunk)]
     truth_rows: list[dict] = []
+    desc = "simulate" if observation == 1 else f"observation {observation}"
     try:
-        with tqdm(total=len(items), desc="simulate", unit="obj", disable=None) as bar:
+        with tqdm(total=len(items), desc=desc, unit="obj", disable=None) as bar:
             for rows in _map(chunks, workers):
                 truth_rows += rows
                 bar.update(len(rows))
         elapsed = time.perf_counter() - t0
-        _write_job_files(tmp_dir, digest, truth_rows, bands, size, unmatched, elapsed)
+        _write_job_files(tmp_dir, digest, truth_rows, "".join(spec.bands), spec.size, unmatched, elapsed)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     os.replace(tmp_dir, job_dir)
-    _write_truth(out, truth_rows, band_tuple)
-    if preview:
-        from galmoco.sim.preview import write_preview  # matplotlib/astropy.visualization only when asked
-
-        write_preview(job_dir, truth_rows, out / "preview.png")
-    return job_dir
+    _write_truth(out, truth_rows, spec.bands)
+    return job_dir, truth_rows
 
 
 def _map(chunks: list, workers: int):

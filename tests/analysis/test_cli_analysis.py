@@ -10,6 +10,7 @@ import pytest
 from astropy.table import Table
 
 from galmoco.analysis.placement import placement_ranks
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.embed import read_embeddings
 
 
@@ -37,7 +38,8 @@ def test_embed_placement_probe_commands(tmp_path, store_path, run_dir):
     np.testing.assert_array_equal(ranks["flip1"], placement_ranks(table["latent"][keep],
                                                                   table["latent_flip1"][keep], "cosine"))
     summary = Table.read(run / "placement_summary.csv", format="ascii.csv")
-    assert list(summary["n_excluded"]) == [16] * 8 and "flip1" in done.stdout and "rot45" in done.stdout
+    assert list(summary["n_excluded"]) == [16] * len(PLACEMENT_TRANSFORMS)
+    assert "flip1" in done.stdout and "rot45" in done.stdout and "rotrand" in done.stdout
 
     done = galmoco("probe", run, "--columns", "class,hlr_arcsec")
     assert done.returncode == 0, done.stderr

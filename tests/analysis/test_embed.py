@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform
-from galmoco.embed import embed_store, read_embeddings
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform, galaxy_seeds, random_angles
+from galmoco.embed import embed_store, read_embeddings, stamp_snr
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore, read_catalog
 from galmoco.io.tables import write_table
@@ -20,15 +20,20 @@ def test_embed_equals_direct_model_call(tmp_path, store_path, model, suffix):
     table = read_embeddings(out)
     with CutoutStore(store_path) as store:
         images = torch.from_numpy(store.images[:])
+    seeds = galaxy_seeds(0, np.arange(48))  # per galaxy: the same whatever the batch size
     with torch.inference_mode():
         latent = model.encode(images).numpy()
         projection = model.project(model.encode(images)).numpy()
-        flipped = {t: model.encode(apply_transform(images, t)).numpy() for t in PLACEMENT_TRANSFORMS}
+        flipped = {t: model.encode(apply_transform(images, t, seeds)) for t in PLACEMENT_TRANSFORMS}
+        projected = {t: model.project(v).numpy() for t, v in flipped.items()}
     assert table["latent"].shape == (48, 8) and table["latent"].dtype == np.float32
     np.testing.assert_allclose(table["latent"], latent, rtol=0, atol=1e-6)
     np.testing.assert_allclose(table["projection"], projection, rtol=0, atol=1e-6)
     for t in PLACEMENT_TRANSFORMS:
-        np.testing.assert_allclose(table[f"latent_{t}"], flipped[t], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(table[f"latent_{t}"], flipped[t].numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(table[f"projection_{t}"], projected[t], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(table["angle_rotrand"], random_angles(seeds).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(table["stamp_snr"], stamp_snr(images).numpy(), rtol=1e-5)
     catalog = read_catalog(store_path)
     assert list(table["id"]) == list(catalog["id"]) and table["id"][0] == "obj000"
     np.testing.assert_array_equal(table["ra"], catalog["ra"])
@@ -71,3 +76,21 @@ def test_write_table_takes_big_endian_columns(tmp_path, suffix):
     table = Table({"x": np.array([1.5, -2.0], ">f8"), "v": np.arange(6, dtype=">f4").reshape(2, 3)})
     back = read_embeddings(write_table(table, tmp_path / f"t{suffix}"))
     assert list(back["x"]) == [1.5, -2.0] and back["v"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_angles_choose_the_rotation_columns(tmp_path, store_path, model):
+    table = read_embeddings(embed_store(model, store_path, tmp_path / "e.parquet", transforms=True,
+                                        angles=(22.5,), random_rotation=False, device="cpu"))
+    turns = [c for c in table.colnames
+             if c.startswith("latent_rot") and c not in ("latent_rot90", "latent_rot270")]
+    assert turns == ["latent_rot22p5"] and "angle_rotrand" not in table.colnames
+
+
+def test_stamp_snr_of_a_known_source():
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.0, 2.0, (64, 2, 32, 32)).astype(np.float32)
+    images[:, :, 12:20, 12:20] += 10.0  # 64 px of +10 per band inside the aperture (radius 8)
+    snr = stamp_snr(torch.from_numpy(images)).numpy()
+    n_ap = int(((np.arange(32)[:, None] - 15.5) ** 2 + (np.arange(32)[None] - 15.5) ** 2 <= 64).sum())
+    expected = 2 * 64 * 10 / np.sqrt(n_ap * 2 * 2.0**2)
+    assert abs(np.median(snr) - expected) < 0.1 * expected

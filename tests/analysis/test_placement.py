@@ -95,11 +95,12 @@ def test_l1_near_ties_below_float32_resolution():
 @pytest.mark.parametrize("chunk", [3, 64, None])
 def test_cosine_screen_on_anisotropic_latents(chunk):
     # most copies sit next to their original (the screen proves rank 1), some far (full pass), plus
-    # exact duplicates and a scaled copy (cosine 1 to two originals: a tie)
+    # exact duplicates and a copy scaled by 2 (exact: cosine 1 to two originals, a tie; 3x would round off
+    # the line, and the exact rank is then 1)
     rng = np.random.default_rng(11)
     x = (rng.normal(size=(400, 32)) * np.geomspace(5, 0.05, 32)).astype(np.float32)
     x[20] = x[10]
-    x[30] = 3 * x[31]
+    x[30] = 2 * x[31]
     noise = np.where(rng.random((400, 1)) < 0.8, 0.01, 2.0)
     y = (x + noise * rng.normal(size=x.shape)).astype(np.float32)
     y[31] = x[31]
@@ -148,3 +149,65 @@ def test_errors_name_the_problem():
         placement_ranks(x, x[:2])
     with pytest.raises(GalmocoError, match="embed --transforms"):
         placement_table(Table({"id": ["a"], "latent": np.zeros((1, 2))}))
+
+
+def _bf16(a: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 precision (8 significant bits), as bf16 embedding on GPU does."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("chunk", [3, None])
+def test_cosine_exact_ties_of_rounded_latents(chunk):
+    rng = np.random.default_rng(4)
+    base = _bf16(rng.normal(size=(30, 16)).astype(np.float32))
+    scale = np.float32(3.0)  # 3 x a bf16 value is exact in float32: the same direction, another vector
+    x = np.concatenate([base, scale * base])
+    y = _bf16(x + np.float32(0.02) * rng.normal(size=x.shape).astype(np.float32))
+    # copy k's own original and its scaled twin have exactly the same cosine: a tie, counted -> rank 2
+    ranks = placement_ranks(x, y, "cosine", chunk)
+    np.testing.assert_array_equal(ranks, np.full(60, 2))
+    # normalising first rounds the twins apart: the float64 definition alone gets some of these wrong
+    unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    cos = y.astype(np.float64) @ unit.T
+    twin = np.r_[np.arange(30, 60), np.arange(30)]
+    assert (cos[np.arange(60), twin] != cos[np.arange(60), np.arange(60)]).any()
+
+
+def test_cosine_at_least_decides_exactly():
+    from fractions import Fraction
+
+    from galmoco.analysis.placement import cosine_at_least
+
+    rng = np.random.default_rng(5)
+    y = _bf16(rng.normal(size=(200, 8)).astype(np.float32))
+    xt = _bf16(rng.normal(size=(200, 8)).astype(np.float32))
+    xc = xt * np.float32(3.0)
+    xc[100:] = _bf16(xt[100:] + np.float32(1e-2) * rng.normal(size=(100, 8)).astype(np.float32))
+    xc[5] = 0.0  # a zero vector has cosine 0
+
+    def exact(a, b, c):  # s(a, b) >= s(a, c) from squared exact rationals, with signs
+        def dot(u, v):
+            return sum(Fraction(float(p)) * Fraction(float(q)) for p, q in zip(u, v, strict=True))
+
+        p, q, nb, nc = dot(a, b), dot(a, c), dot(b, b), dot(c, c)
+        left = p * abs(p) * nc if nb else 0
+        right = q * abs(q) * nb if nc else 0
+        return left >= right
+
+    expected = np.array([exact(y[k], xc[k], xt[k]) for k in range(200)])
+    np.testing.assert_array_equal(cosine_at_least(y, xc, xt), expected)
+    assert expected[np.r_[0:5, 6:100]].all()  # the scaled twins tie (>=)
+    assert expected[5] == (y[5].astype(np.float64) @ xt[5] <= 0)  # 0 >= cos(y, xt) decides by sign
+
+
+def test_owners_rank_copies_of_chosen_originals():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    owners = np.array([3, 0, 11])
+    y = x[owners] + np.float32(0.01)
+    np.testing.assert_array_equal(placement_ranks(x, y, "l2", owners=owners), [1, 1, 1])
+    np.testing.assert_array_equal(placement_ranks(x, x[[4, 5]], "l1", owners=np.array([5, 4]))[0] > 1, True)
+    with pytest.raises(GalmocoError, match="owners"):
+        placement_ranks(x, y, "l1", owners=np.array([0, 1, 12]))

@@ -12,6 +12,7 @@ from astropy.table import Table
 from galmoco.analysis.placement import placement_ranks
 from galmoco.analysis.report import SECTIONS, build_report
 from galmoco.analysis.rundir import PLACEMENT_RANKS, PROBES, RECONSTRUCTION, find_embeddings
+from galmoco.data.transforms import PLACEMENT_TRANSFORMS
 from galmoco.embed import read_embeddings
 
 
@@ -64,7 +65,7 @@ def test_report_of_two_runs(tmp_path, store_path, make_run):
     assert (tmp_path / "out" / "report_files" / "placement_l2.pdf").is_file()
 
     summary = Table.read(tmp_path / "out" / "report_placement.csv", format="ascii.csv")
-    assert len(summary) == 16 and set(summary["run"]) == {"ae", "moco-ae"}  # 2 runs x 8 transforms
+    assert len(summary) == 2 * len(PLACEMENT_TRANSFORMS) and set(summary["run"]) == {"ae", "moco-ae"}
     emb = read_embeddings(find_embeddings(runs[1]))
     keep = emb["class"] != "empty"
     ranks = placement_ranks(emb["latent"][keep], emb["latent_rot90"][keep], "l2")

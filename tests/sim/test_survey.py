@@ -85,3 +85,47 @@ def test_cli_simulate_prints_paths(tmp_path):
     )
     assert bad.returncode == 1 and "bands='gru'" in bad.stderr
     assert np.isfinite(Table.read(tmp_path / "truth.fits")["mag_i"]).sum() >= 2
+
+
+def test_second_observation_same_object_new_conditions():
+    from galmoco.sim import SimSpec, simulate_object
+
+    from .conftest import only
+
+    spec = SimSpec(seed=5, population=only("spiral", neighbour_fraction=0, star_neighbour_fraction=0))
+    for k in range(4):
+        first = simulate_object(k, 30.0, -30.0 + 0.001 * k, spec)
+        again = simulate_object(k, 30.0, -30.0 + 0.001 * k, spec, observation=2)
+        assert again.truth["id"] == first.truth["id"] and again.truth["observation"] == 2
+        for key in ("class", "hlr_arcsec", "sersic_n", "ellipticity", "pa_deg", "mag_r", "n_clumps"):
+            assert again.truth[key] == first.truth[key], key  # the same galaxy
+        assert again.truth["psf_fwhm_r"] != first.truth["psf_fwhm_r"]  # seen again under other seeing,
+        assert again.truth["sky_sigma_r"] != first.truth["sky_sigma_r"]  # sky
+        assert 0 < abs(again.truth["shift_x_pix"]) <= 0.5 and 0 < abs(again.truth["shift_y_pix"]) <= 0.5
+        assert not np.array_equal(again.image, first.image)
+        # its flux is the same galaxy's, up to the two noise realisations
+        noise = np.hypot(first.truth["sky_sigma_r"], again.truth["sky_sigma_r"]) * 64
+        assert abs(again.image[1].sum() - first.image[1].sum()) < 6 * noise
+        assert simulate_object(k, 30.0, -30.0 + 0.001 * k, spec, observation=2).truth == again.truth
+
+
+@pytest.mark.slow
+def test_cli_observations_writes_a_second_job_with_the_same_ids(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "galmoco", "simulate", "-n", "4", "-o", str(tmp_path), "--observations", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = Path(proc.stdout.split("job folder: ")[1].split()[0])
+    again = Path(proc.stdout.split("observation 2: ")[1].split()[0])
+    assert again.parent == tmp_path / "observation2" and again.name != job.name
+    first, second = Table.read(tmp_path / "truth.fits"), Table.read(tmp_path / "observation2" / "truth.fits")
+    assert list(first["id"]) == list(second["id"]) and list(second["observation"]) == [2] * 4
+    assert not np.array_equal(first["psf_fwhm_i"], second["psf_fwhm_i"])
+    names = {p.relative_to(job) for p in job.rglob("*.fits")}
+    assert names == {p.relative_to(again) for p in again.rglob("*.fits")} and len(names) == 16
+    # the first observation is the single-observation survey, byte for byte
+    alone = simulate_survey(4, tmp_path / "alone")
+    assert alone.name == job.name and _images(alone) == _images(job)
