@@ -79,7 +79,7 @@ class ModelConfig:
     pool: int = 4
     head: str = "linear"
     proj_dim: int = 128
-    frame: str = "d4"
+    frame: str = "o2"
 
 
 @dataclass

@@ -35,8 +35,8 @@ def demo(out: Path, n: int, epochs: int, device: str, seed: int, workers: int) -
     click.echo("Similarity placement: fraction of transformed copies ranked 1st among all originals")
     n_used = result.headline["n"][0]
     click.echo(f"(L1 distance between latent vectors; {n_used} galaxies, empty-sky stamps left out;")
-    click.echo(" the 7 symmetries of the square give exactly the original's latent through the canonical")
-    click.echo(" D4 frame, whatever the training; rot45 shows the rotation invariance each run learned)")
+    click.echo(" the encoder reads every stamp in its pose frame (model.frame: o2), so flips and turns by")
+    click.echo(" any angle reach it as nearly the same pixels; what remains is interpolation and noise)")
     for name in result.headline.colnames[2:]:
         result.headline[name].format = ".3f"
     for name in ("galaxy_mse", "sky_mse"):
