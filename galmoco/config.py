@@ -78,11 +78,15 @@ class ModelConfig:
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
         pool: side of the map the conv encoder average-pools its last stage to (4: where the light
             is survives; 1: global average pooling).
-        head: projection head, ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
+        head: projection head, ``"linear"`` (MoCo v1), ``"mlp"`` (v2) or ``"identity"`` (InfoNCE on the
+            latent itself).
         proj_dim: output size of the projection head.
         frame: ``"d4"``: the encoder reads each stamp in its canonical D4 frame and the decoder draws in
             it (``galmoco.models.canonical``), so the latent is exactly the same for the eight flips
-            and quarter turns of a stamp; ``"none"``: the stamp as given, any invariance is learned.
+            and quarter turns of a stamp; ``"o2"``: in its pose frame (adaptive-moment centroid, position
+            angle and skewness signs, ``galmoco.models.pose``), so the same holds, up to interpolation and
+            noise, for turns by any angle, flips and shifts; ``"none"``: the stamp as given, any
+            invariance is learned.
     """
 
     arch: str = "conv"
@@ -91,7 +95,7 @@ class ModelConfig:
     pool: int = 4
     head: str = "linear"
     proj_dim: int = 128
-    frame: str = "d4"
+    frame: str = "o2"
 
 
 @dataclass

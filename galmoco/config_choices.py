@@ -14,10 +14,12 @@ __all__ = ["ARCHS", "FRAMES", "HEADS", "KEY_BN_BUFFERS", "OBJECTIVES", "OPTIMIZE
 OBJECTIVES: tuple[str, ...] = ("ae", "moco", "moco-ae", "insdis", "cmc")
 #: encoder architectures (``model.arch``)
 ARCHS: tuple[str, ...] = ("conv", "resnet18", "resnet50")
-#: projection heads (``model.head``): MoCo v1's linear layer, v2's MLP
-HEADS: tuple[str, ...] = ("linear", "mlp")
-#: frames the encoder reads stamps in (``model.frame``)
-FRAMES: tuple[str, ...] = ("d4", "none")
+#: projection heads (``model.head``): MoCo v1's linear layer, v2's MLP, or none (InfoNCE on the
+#: normalised latent, the space placement reads)
+HEADS: tuple[str, ...] = ("linear", "mlp", "identity")
+#: frames the encoder reads stamps in (``model.frame``): the discrete D4 frame, the continuous pose
+#: frame, none
+FRAMES: tuple[str, ...] = ("d4", "o2", "none")
 #: optimisers (``optim.optimizer``)
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 #: what the moco-ae decoder draws (``recon_target``)

@@ -38,7 +38,9 @@ def demo(out: Path, n: int, epochs: int, device: str, seed: int, workers: int) -
     click.echo("")
     click.echo(f"Similarity placement: how often a galaxy's transformed copy is ranked 1st among all "
                f"{headline['n'][0]} originals")
-    click.echo("(L1 distance between latent vectors; empty-sky stamps left out; ties count against the copy)")
+    click.echo("(L1 distance between latent vectors; empty-sky stamps left out; ties count against the copy;")
+    click.echo(" the encoder reads every stamp in its pose frame (model.frame: o2), so flips and turns by")
+    click.echo(" any angle reach it as nearly the same pixels; what remains is interpolation and noise)")
     click.echo("Pipeline check, the 7 flips and quarter turns of the square (lowest of the 7): " + ", ".join(
         f"{run} {min(d4[f'rank1_{run}']):.3f}" for run in DEMO_RUNS))
     click.echo("Turns by other angles (rotrand: a random angle per galaxy) and the second observation "

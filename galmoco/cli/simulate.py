@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from galmoco.sim.population import POPULATIONS
 from galmoco.sim.simulate import TRUTH_NAME, observation_folder, simulate_survey
 
 __all__ = ["simulate"]
@@ -59,6 +60,14 @@ _DEFAULT = {name: p.default for name, p in inspect.signature(simulate_survey).pa
     help="Also write preview.png, an 8x8 Lupton RGB (i,r,g) contact sheet.",
 )
 @click.option(
+    "--population",
+    type=click.Choice(sorted(POPULATIONS)),
+    default="default",
+    show_default=True,
+    help="What the stamps hold: default (DES-like, mostly faint and small) or bright (galaxies only, "
+    "i = 16.5-19.5, half-light radius 0.5-2 arcsec).",
+)
+@click.option(
     "--observations",
     type=click.IntRange(min=1),
     default=_DEFAULT["observations"],
@@ -76,6 +85,7 @@ def simulate(
     manifest: Path | None,
     preview: bool,
     observations: int,
+    population: str,
 ) -> None:
     """Simulate a DES-like survey (GalSim) in the layout of a finished DESaccess cutout job.
 
@@ -94,6 +104,7 @@ def simulate(
         manifest=manifest,
         preview=preview,
         observations=observations,
+        population=POPULATIONS[population],
     )
     seconds = time.perf_counter() - t0
     click.echo(f"job folder: {job}")

@@ -104,9 +104,10 @@ OPTIONS: tuple[Option, ...] = (
            default="min(4096, a multiple of the batch size <= half the training set)"),
     Option("--arch", "model.arch", "Encoder.", click.Choice(ARCHS)),
     Option("--latent-dim", "model.latent_dim", "Latent vector size.", click.IntRange(min=1)),
-    Option("--frame", "model.frame", "d4: encode each stamp in its canonical flip/quarter-turn frame (the 8 "
-           "symmetries of the square give the same latent); none: the stamp as it is (the original study).",
-           click.Choice(FRAMES)),
+    Option("--frame", "model.frame", "The frame the encoder reads each stamp in. o2: its pose frame "
+           "(centroid, position angle, skew signs), so flips and turns by any angle give nearly the same "
+           "latent; d4: its canonical flip/quarter-turn frame (exact for the 8 symmetries of the square); "
+           "none: the stamp as it is (the original study).", click.Choice(FRAMES)),
     Option("--mask-rule", "mask.rule", "Sky mask rule for the reconstruction loss.", click.Choice(RULES)),
     Option("--sky-weight", "mask.sky_weight", "Loss weight of sky pixels.", click.FloatRange(min=0)),
     Option("--norm", "normalize.method", "Flux normalisation.", click.Choice(METHODS)),

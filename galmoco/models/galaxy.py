@@ -10,12 +10,14 @@ from torch import nn
 
 from galmoco.config import GalaxyModelConfig, TrainConfig
 from galmoco.data.normalize import Normalizer
+from galmoco.data.transforms import apply_symmetry_index
 from galmoco.errors import GalmocoError
-from galmoco.models.canonical import canonical_frame, from_canonical, to_canonical
+from galmoco.models.canonical import canonical_frame, from_canonical
 from galmoco.models.cmc import CMCEncoder, parse_views
 from galmoco.models.decoders import ConvDecoder
 from galmoco.models.encoders import build_encoder
 from galmoco.models.heads import ProjectionHead
+from galmoco.models.pose import from_pose_frame, pose_frame, to_pose_frame
 
 __all__ = ["GalaxyModel"]
 
@@ -68,19 +70,34 @@ class GalaxyModel(nn.Module):
         """Raw store images ``(N, B, H, W)`` (flux units) to the network's input space."""
         return self.normalizer(images)
 
-    def canonicalize(self, x: torch.Tensor) -> torch.Tensor:
+    def canonicalize(self, x: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised stamps in the frame the encoder reads: their canonical D4 frame with
-        ``model.frame: d4`` (``galmoco.models.canonical``), unchanged with ``none``."""
-        return to_canonical(x)[0] if self.config.model.frame == "d4" else x
+        ``model.frame: d4`` (``galmoco.models.canonical``), their pose frame (any angle, flips, centroid)
+        with ``o2`` (``galmoco.models.pose``), unchanged with ``none``.
+
+        Args:
+            x: ``(N, B, H, W)`` normalised stamps.
+            frame: their :meth:`frame` when already computed.
+        """
+        kind = self.config.model.frame
+        if kind == "none":
+            return x
+        frame = self.frame(x) if frame is None else frame
+        return apply_symmetry_index(x, frame) if kind == "d4" else to_pose_frame(x, frame)[0]
 
     def frame(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The D4 element taking each normalised stamp to the encoder's frame (``None`` without one);
+        """What takes each normalised stamp to the encoder's frame: a D4 element ``(N,)`` int64 with
+        ``model.frame: d4``, an affine map ``(N, 2, 3)`` with ``o2``, ``None`` without a frame;
         :meth:`decode` undoes it."""
-        return canonical_frame(x) if self.config.model.frame == "d4" else None
+        kind = self.config.model.frame
+        if kind == "none":
+            return None
+        return canonical_frame(x) if kind == "d4" else pose_frame(x)
 
-    def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised stamps ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)``."""
-        return self.encoder(self.canonicalize(x))
+    def encode_normalized(self, x: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised stamps ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)`` (``frame``: their
+        :meth:`frame` when already computed)."""
+        return self.encoder(self.canonicalize(x, frame))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)``."""
@@ -110,9 +127,14 @@ class GalaxyModel(nn.Module):
         if self.decoder is None:
             raise GalmocoError(f"{self._described()} has no decoder")
         drawn = self.decoder(latent)
-        return drawn if frame is None else from_canonical(drawn, frame)
+        if frame is None:
+            return drawn
+        if self.config.model.frame == "d4":
+            return from_canonical(drawn, frame)
+        return from_pose_frame(drawn, frame)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images to their reconstruction in the normalised space (compare with ``normalize``)."""
         x = self.normalize(images)
-        return self.decode(self.encode_normalized(x), self.frame(x))
+        frame = self.frame(x)
+        return self.decode(self.encode_normalized(x, frame), frame)

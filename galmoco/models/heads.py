@@ -1,4 +1,5 @@
-"""Projection heads: linear (MoCo v1, He et al. 2020) or a 2-layer MLP (MoCo v2, Chen et al. 2020)."""
+"""Projection heads: linear (MoCo v1, He et al. 2020), a 2-layer MLP (MoCo v2, Chen et al. 2020), or none
+(``identity``: InfoNCE acts on the L2-normalised latent itself, the space ``embed`` and placement read)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from galmoco.errors import GalmocoError
 __all__ = ["HEADS", "ProjectionHead"]
 
 #: head kinds accepted by :class:`ProjectionHead`
-HEADS: tuple[str, ...] = ("linear", "mlp")
+HEADS: tuple[str, ...] = ("linear", "mlp", "identity")
 
 
 class ProjectionHead(nn.Module):
@@ -23,8 +24,9 @@ class ProjectionHead(nn.Module):
     Args:
         latent_dim: input size.
         proj_dim: output size.
-        kind: ``"linear"`` or ``"mlp"`` (Linear-ReLU-Linear with a hidden layer of ``latent_dim``,
-            as MoCo v2's head keeps the backbone's width).
+        kind: ``"linear"``, ``"mlp"`` (Linear-ReLU-Linear with a hidden layer of ``latent_dim``,
+            as MoCo v2's head keeps the backbone's width) or ``"identity"`` (no parameters; needs
+            ``proj_dim == latent_dim``).
     """
 
     def __init__(self, latent_dim: int, proj_dim: int, kind: str = "linear") -> None:
@@ -35,6 +37,11 @@ class ProjectionHead(nn.Module):
             self.net = nn.Sequential(
                 nn.Linear(latent_dim, latent_dim), nn.ReLU(inplace=True), nn.Linear(latent_dim, proj_dim)
             )
+        elif kind == "identity":
+            if proj_dim != latent_dim:
+                raise GalmocoError(f"model.head identity needs model.proj_dim == model.latent_dim, "
+                                   f"got {proj_dim} and {latent_dim}")
+            self.net = nn.Identity()
         else:
             raise GalmocoError(f"model.head: unknown head {kind!r}; expected one of {', '.join(HEADS)}")
 

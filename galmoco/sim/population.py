@@ -21,6 +21,7 @@ from galmoco.surveys import BAND_ORDER, DES_ZEROPOINT
 
 __all__ = [
     "CLASSES",
+    "POPULATIONS",
     "PopulationConfig",
     "Component",
     "ObjectParams",
@@ -72,6 +73,9 @@ class PopulationConfig:
     star_neighbour_fraction: float = 0.08
     star_mag_range: tuple[float, float] = (16.0, 22.0)
     colour_scatter: float = 0.08  # mag, per colour
+    #: when set, each galaxy's combined half-light radius (arcsec) is log-uniform in this range instead
+    #: of following its magnitude (bulge and disk scaled together, their ratio kept)
+    hlr_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.class_fractions) - set(CLASSES)
@@ -79,6 +83,8 @@ class PopulationConfig:
             raise ValueError(f"unknown classes {sorted(unknown)}; known: {CLASSES}")
         if not np.isclose(sum(self.class_fractions.values()), 1.0):
             raise ValueError(f"class fractions sum to {sum(self.class_fractions.values())}, not 1")
+        if self.hlr_range is not None and not 0 < self.hlr_range[0] <= self.hlr_range[1]:
+            raise ValueError(f"hlr_range must be 0 < low <= high (arcsec), got {self.hlr_range}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,11 @@ def _galaxy(rng: np.random.Generator, cfg: PopulationConfig, cls: str, mag_i: fl
     bulge_frac = float(bulge_frac)
     # ellipticals: compact, the "disk" is a faint envelope; composites: bulge smaller than the disk
     bulge_hlr = disk_hlr * (0.7 if cls == "elliptical" else rng.uniform(0.25, 0.5))
+    if cfg.hlr_range is not None:  # an extra draw only here: the default population's streams are unchanged
+        lo, hi = np.log(cfg.hlr_range[0]), np.log(cfg.hlr_range[1])
+        target = float(np.exp(rng.uniform(lo, hi)))
+        scale = target / combined_half_light_radius(bulge_frac, bulge_hlr, disk_hlr)
+        disk_hlr, bulge_hlr = disk_hlr * scale, bulge_hlr * scale
     # disk axis ratio from a random inclination of a disk of intrinsic thickness 0.2
     cos_i = rng.uniform()
     q_disk = float(np.sqrt(cos_i**2 * (1 - 0.2**2) + 0.2**2))
@@ -331,3 +342,17 @@ def draw_object(
             comps.append(Component("point", fl, dx=r * np.cos(phi), dy=r * np.sin(phi)))
             truth["has_star"] = True
     return ObjectParams(tuple(comps), psf_fwhm, psf_g1, psf_g2, truth)
+
+
+#: named populations for ``galmoco simulate --population``: ``default`` (a DES-like galaxy sample, mostly
+#: faint and small) and ``bright`` (a second population to check that a training recipe carries over:
+#: galaxies only, i = 16.5-19.5, half-light radius 0.5-2 arcsec, i.e. large and resolved)
+POPULATIONS: dict[str, PopulationConfig] = {
+    "default": PopulationConfig(),
+    "bright": PopulationConfig(
+        class_fractions={"elliptical": 0.25, "lenticular": 0.2, "spiral": 0.4, "irregular": 0.15},
+        mag_range=(16.5, 19.5),
+        faint_fraction=0.0,
+        hlr_range=(0.5, 2.0),
+    ),
+}

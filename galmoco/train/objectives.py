@@ -88,10 +88,12 @@ class Objective(nn.Module):
 
     def reconstruction_loss(self, latent: torch.Tensor, batch: dict[str, torch.Tensor],
                             geometry: AugmentParams | None = None,
-                            mixing: Mixing | None = None) -> torch.Tensor:
+                            mixing: Mixing | None = None, frame: torch.Tensor | None = None) -> torch.Tensor:
         """Masked MSE of ``decode(latent)`` against the normalised stamps of ``batch``: as stored, or moved
         by ``geometry`` (a view's flip/rotation/shift, without its photometric changes), masks alike;
-        with ``mixing``, the same mixture of the targets (and of their pixel weights) as the query's."""
+        with ``mixing``, the same mixture of the targets (and of their pixel weights) as the query's.
+        ``frame`` turns the drawing back (default: the target's own :meth:`GalaxyModel.frame`); with
+        ``model.frame: o2`` the query view's frame, the one its latent was read in, is passed."""
         images, mask = batch["image"], batch.get("mask")
         if geometry is not None:
             images = self.augment.apply_geometry(images, geometry)
@@ -102,7 +104,8 @@ class Objective(nn.Module):
         if mixing is not None:
             target, weights = apply_mixing(target, mixing), mix_pixel_weights(weights, mixing)
         # the decoder draws in the encoder's frame; the target's own frame turns the drawing back
-        return masked_mse(self.model.decode(latent, self.model.frame(target)), target, weights)
+        frame = self.model.frame(target) if frame is None else frame
+        return masked_mse(self.model.decode(latent, frame), target, weights)
 
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
         """Training-only state (everything but ``self.model``), for the checkpoint."""
@@ -120,8 +123,9 @@ class AEObjective(Objective):
     """Reconstruction only (the autoencoder baseline)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        latent = self.model.encode(batch["image"])
-        recon = self.reconstruction_loss(latent, batch)
+        x = self.model.normalize(batch["image"])
+        frame = self.model.frame(x)
+        recon = self.reconstruction_loss(self.model.encode_normalized(x, frame), batch, frame=frame)
         return {"loss": recon, "loss_recon": recon}
 
 
@@ -154,9 +158,9 @@ class MocoObjective(Objective):
         return self
 
     def contrastive(self, batch: dict[str, torch.Tensor]
-                    ) -> tuple[torch.Tensor, torch.Tensor, AugmentParams, Mixing | None]:
-        """InfoNCE of the batch (enqueues its keys), the query view's latent, the query view's draws and
-        the query's mixture (``None`` without ``mix``)."""
+                    ) -> tuple[torch.Tensor, torch.Tensor, AugmentParams, Mixing | None, torch.Tensor | None]:
+        """InfoNCE of the batch (enqueues its keys), the query view's latent, the query view's draws, the
+        query's mixture (``None`` without ``mix``) and the frame the query was read in."""
         images = batch["image"]
         # both views in one batched call: independent draws per row, half the per-call overhead
         both = torch.cat([images, images])
@@ -167,7 +171,8 @@ class MocoObjective(Objective):
                                       if getattr(params, f.name) is not None})
         q_view, k_view = self.model.normalize(views).chunk(2)
         q_view, mixing = self.mix_query(q_view)
-        latent = self.model.encode_normalized(q_view)
+        q_frame = self.model.frame(q_view)
+        latent = self.model.encode_normalized(q_view, q_frame)
         q = self.model.head(latent)
         k_view = self.model.canonicalize(k_view)
         with torch.no_grad():
@@ -184,10 +189,10 @@ class MocoObjective(Objective):
             loss = soft_info_nce(q @ k.to(q.dtype).t() / temperature, q @ queue.to(q.dtype).t() / temperature,
                                  self.mix_targets(mixing))
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
-        return loss, latent, q_params, mixing
+        return loss, latent, q_params, mixing, q_frame
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, _, _, _ = self.contrastive(batch)
+        nce = self.contrastive(batch)[0]
         return {"loss": nce, "loss_contrastive": nce}
 
 
@@ -202,9 +207,12 @@ class MocoAEObjective(MocoObjective):
     target asks an orientation-free latent for the stored orientation (docs/train.md)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nce, latent, q_params, mixing = self.contrastive(batch)
+        nce, latent, q_params, mixing, q_frame = self.contrastive(batch)
         geometry = q_params if self.config.recon_target == "view" else None
-        recon = self.reconstruction_loss(latent, batch, geometry, mixing)
+        # the pose frame of the query view also holds for its noise-free target (the same geometry);
+        # the D4 frame's exact choice is taken from the target itself, as the target is drawn in it
+        frame = q_frame if geometry is not None and self.config.model.frame == "o2" else None
+        recon = self.reconstruction_loss(latent, batch, geometry, mixing, frame)
         total = self.config.alpha * nce + self.config.beta * recon
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}
 

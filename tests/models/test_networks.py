@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from galmoco.errors import GalmocoError
@@ -46,3 +47,11 @@ def test_heads_are_l2_normalised(kind):
     assert out.shape == (5, 8)
     assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-6)
     assert isinstance(head.net, nn.Linear) == (kind == "linear")
+
+
+def test_identity_head_is_the_normalised_latent():
+    latent = torch.randn(5, 16)
+    assert torch.allclose(ProjectionHead(16, 16, "identity")(latent), F.normalize(latent, dim=1))
+    assert not list(ProjectionHead(16, 16, "identity").parameters())
+    with pytest.raises(GalmocoError, match="proj_dim == model.latent_dim"):
+        ProjectionHead(16, 8, "identity")

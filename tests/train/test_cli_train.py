@@ -52,7 +52,7 @@ def test_cli_errors(tiny_store, tmp_path):
     res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "r"), "--objective", "simclr")
     assert res.returncode == 2
     res = _galmoco("train", str(tiny_store), "-o", str(tmp_path / "r"), "--frame", "d8")
-    assert res.returncode == 2 and "'d8' is not one of 'd4', 'none'" in res.stderr
+    assert res.returncode == 2 and "'d8' is not one of 'd4', 'o2', 'none'" in res.stderr
 
 
 def _parsed(*args: str) -> dict:

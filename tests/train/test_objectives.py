@@ -72,10 +72,12 @@ def test_knn_predicts_clusters():
     assert encode_labels(["spiral", "elliptical", "spiral"]).tolist() == [1, 0, 1]
 
 
+@pytest.mark.parametrize("frame", ["d4", "o2"])
 @pytest.mark.parametrize("target", ["view", "stored"])
-def test_moco_ae_reconstructs_what_the_query_view_shows(target):
+def test_moco_ae_reconstructs_what_the_query_view_shows(target, frame):
     obj = _objective("moco-ae")
     obj.config.recon_target = target
+    obj.config.model.frame = frame
     obj.eval()
     images = 5 * torch.rand(8, 4, 32, 32)
     draws = torch.Generator().manual_seed(3)
@@ -89,7 +91,9 @@ def test_moco_ae_reconstructs_what_the_query_view_shows(target):
         q_view = obj.model.normalize(obj.augment.apply(torch.cat([images, images]), params, draws))[:8]
         drawn = obj.model.normalize(seen if target == "view" else images)
         # the encoder reads the view in its canonical frame; the drawing is turned back by the target's
-        recon = obj.model.decode(obj.model.encoder(obj.model.canonicalize(q_view)), obj.model.frame(drawn))
+        # (D4, or a stored target) or by the query view's own pose frame (o2 and a view target)
+        back = obj.model.frame(q_view if frame == "o2" and target == "view" else drawn)
+        recon = obj.model.decode(obj.model.encoder(obj.model.canonicalize(q_view)), back)
         expected = (recon - drawn).pow(2).mean()
     assert torch.allclose(out["loss_recon"], expected, atol=1e-5)
 
