@@ -81,12 +81,10 @@ class ModelConfig:
         head: projection head, ``"linear"`` (MoCo v1), ``"mlp"`` (v2) or ``"identity"`` (InfoNCE on the
             latent itself).
         proj_dim: output size of the projection head.
-        frame: ``"d4"``: the encoder reads each stamp in its canonical D4 frame and the decoder draws in
-            it (``galmoco.models.canonical``), so the latent is exactly the same for the eight flips
-            and quarter turns of a stamp; ``"o2"``: in its pose frame (adaptive-moment centroid, position
-            angle and skewness signs, ``galmoco.models.pose``), so the same holds, up to interpolation and
-            noise, for turns by any angle, flips and shifts; ``"none"``: the stamp as given, any
-            invariance is learned.
+        frame: the frame the encoder reads each stamp in and the decoder draws in: ``"o2"``, its pose
+            frame (``galmoco.models.pose``: the same latent, up to interpolation and noise, for turns by
+            any angle, flips and shifts); ``"d4"``, its canonical D4 frame (``galmoco.models.canonical``:
+            exact for flips and quarter turns); ``"none"``, as given (invariance is learned).
     """
 
     arch: str = "conv"

@@ -20,7 +20,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from galmoco.errors import GalmocoError
 from galmoco.fetch.manifest import des_basename, read_manifest
-from galmoco.files import atomic_output, atomic_write_text
+from galmoco.files import atomic_write_text
 from galmoco.sim import layout
 from galmoco.sim.footprint import (
     TILE_PIXELS,
@@ -39,6 +38,7 @@ from galmoco.sim.footprint import (
     tile_of,
     world_to_tile_pixel,
 )
+from galmoco.sim.job_files import TRUTH_NAME, write_job_files, write_truth
 from galmoco.sim.population import PopulationConfig, draw_object, draw_psf
 from galmoco.sim.render import ObservingConfig, render_stamp, sky_sigma_from_depth
 from galmoco.surveys import parse_bands
@@ -53,7 +53,6 @@ __all__ = [
     "TRUTH_NAME",
 ]
 
-TRUTH_NAME = "truth"  # truth.fits and truth.ecsv next to the job folder
 
 
 @dataclass(frozen=True)
@@ -304,12 +303,12 @@ def _simulate_job(
                 truth_rows += rows
                 bar.update(len(rows))
         elapsed = time.perf_counter() - t0
-        _write_job_files(tmp_dir, digest, truth_rows, "".join(spec.bands), spec.size, unmatched, elapsed)
+        write_job_files(tmp_dir, digest, truth_rows, "".join(spec.bands), spec.size, unmatched, elapsed)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     os.replace(tmp_dir, job_dir)
-    _write_truth(out, truth_rows, spec.bands)
+    write_truth(out, truth_rows, spec.bands)
     return job_dir, truth_rows
 
 
@@ -345,66 +344,6 @@ def _context() -> mp.context.BaseContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     return ctx
-
-
-def _write_job_files(
-    job_dir: Path,
-    jobid: str,
-    truth_rows: list[dict],
-    bands: str,
-    size: int,
-    unmatched: tuple[list, list],
-    elapsed: float,
-) -> None:
-    """positions CSV, the log and summary.json, rows ordered by tile as DESaccess orders them."""
-    order = sorted(range(len(truth_rows)), key=lambda i: truth_rows[i]["tilename"])
-    records = [truth_rows[i] for i in order]
-    rows = layout.positions_rows(records, bands, size)
-    layout.write_positions_csv(job_dir / f"positions_{jobid}.csv", rows)
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-    lines = [f"Simulated DESaccess cutout job {jobid}: {len(rows)} positions, bands {bands}"]
-    for r in records:
-        if r["trimmed"]:
-            for name in r["_files"]:
-                lines.append(
-                    f"MakeFitsCut - {r['id']}/{name} is smaller than user requested. This is likely "
-                    "because the object/coordinate was in close proximity to the edge of a tile. "
-                    f"(dx, dy): ({size}, {size}), "
-                    f"(NAXIS1, NAXIS2): ({r['width']}, {r['height']})"
-                )
-    lines += [
-        "All processes finished.",
-        f"Processing took (s): {elapsed:.2f}",
-        f"Total number of files: {sum(len(r['_files']) for r in records)}",
-    ]
-    (job_dir / f"cutout_{jobid}.log").write_text("".join(f"{stamp} - 0 - INFO     - {m}\n" for m in lines))
-    layout.write_summary(
-        job_dir,
-        jobid,
-        rows,
-        [r["_files"] for r in records],
-        bands,
-        size,
-        unmatched,
-        elapsed,
-        sum(r["_bytes"] for r in records),
-    )
-
-
-def _write_truth(out: Path, truth_rows: list[dict], bands: tuple[str, ...]) -> None:
-    """truth.fits and truth.ecsv (one row per cutout, in object index order), atomically."""
-    from astropy.table import Table
-
-    rows = sorted(truth_rows, key=lambda r: r["index"])
-    names = [k for k in rows[0] if not k.startswith("_")]
-    table = Table(rows=[[r[k] for k in names] for r in rows], names=names)
-    table.meta["bands"] = "".join(bands)
-    table.meta["comment"] = (
-        "galmoco.sim truth: mags AB at zero point 30; e = (1-q)/(1+q) of the dominant component"
-    )
-    for suffix, fmt in ((".fits", "fits"), (".ecsv", "ascii.ecsv")):
-        with atomic_output(out / f"{TRUTH_NAME}{suffix}") as tmp:
-            table.write(tmp, format=fmt, overwrite=True)
 
 
 def write_positions_manifest(

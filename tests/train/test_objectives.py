@@ -167,7 +167,9 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
         q_params = type(params)(**{k: (v[:16] if v is not None else None) for k, v in vars(params).items()})
         target = apply_mixing(obj.model.normalize(obj.augment.apply_geometry(images, q_params)), mixing)
         with torch.no_grad():
-            recon = obj.model.decode(latent, obj.model.frame(target))
+            # the pose frame the mixed query was read in turns the drawing back (the D4 frame: the target's)
+            frame = obj.model.frame(mixed if obj.config.model.frame == "o2" else target)
+            recon = obj.model.decode(latent, frame)
         assert torch.allclose(out["loss_recon"], (recon - target).pow(2).mean(), atol=1e-5)
 
 
