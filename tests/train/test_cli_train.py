@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,11 +17,17 @@ def _galmoco(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.mark.slow
-def test_cli_train_and_resume(tiny_store, tmp_path):
+def _tiny_config(tmp_path) -> Path:
+    """A config file for a small, quick network."""
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("num_threads: 1\nmodel:\n  widths: [8, 16, 32]\n  latent_dim: 16\n  proj_dim: 16\n"
                    "moco:\n  bn_splits: 4\n")
+    return cfg
+
+
+@pytest.mark.slow
+def test_cli_train_and_resume(tiny_store, tmp_path):
+    cfg = _tiny_config(tmp_path)
     run = tmp_path / "run"
     res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
                    "--batch-size", "32", "--device", "cpu", "--mlp", "--step-schedule",
@@ -90,9 +97,7 @@ def test_help_shows_the_config_defaults_and_its_choices():
 
 @pytest.mark.slow
 def test_cli_train_with_image_mixtures(tiny_store, tmp_path):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("num_threads: 1\nmodel:\n  widths: [8, 16, 32]\n  latent_dim: 16\n  proj_dim: 16\n"
-                   "moco:\n  bn_splits: 4\n")
+    cfg = _tiny_config(tmp_path)
     run = tmp_path / "run"
     res = _galmoco("train", str(tiny_store), "-o", str(run), "--config", str(cfg), "--epochs", "1",
                    "--batch-size", "32", "--device", "cpu", "--mix", "mixture", "--mix-global-count", "1",
