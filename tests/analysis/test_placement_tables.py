@@ -21,6 +21,7 @@ from galmoco.analysis.placement_tables import (
 from galmoco.data.transforms import rotate
 from galmoco.embed import embed_store, read_embeddings
 from galmoco.errors import GalmocoError
+from galmoco.io.store import read_store_contract
 from galmoco.io.tables import read_table, write_table
 
 
@@ -159,6 +160,7 @@ def test_a_rotation_invariant_model_finds_turned_copies_far_more_often(tmp_path,
     grid = tuple(float(a) for a in range(0, 360, 45))
     fractions = {}
     for name, model in (("plain", _PooledPixels()), ("invariant", _PooledPixels(grid))):
+        model.contract = read_store_contract(store_path)  # what embedding checks a store against
         out = embed_store(model, store_path, tmp_path / f"{name}.parquet", transforms=True,
                           angles=(45.0,), random_rotation=True, device="cpu")
         table = read_embeddings(out)

@@ -69,7 +69,7 @@ def test_placement_is_recomputed_for_other_options(store_path, make_run):
     _, summary = ensure_placement(run, "l2", store_path, "cpu", exclude_column="class", exclude_value="empty")
     assert (summary["n_excluded"] == 16).all() and (summary["n"] == 32).all()
     ranks, summary = ensure_placement(run, "l2", store_path, "cpu", transforms=["rot90"])
-    assert list(summary["transform"]) == ["rot90"] and ranks.colnames == ["id", "rot90"]
+    assert list(summary["transform"]) == ["rot90"] and ranks.colnames == ["id", "rot90", "stamp_snr"]
 
 
 def test_probes_are_recomputed_for_other_columns(store_path, make_run):
