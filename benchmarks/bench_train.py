@@ -65,8 +65,8 @@ def data_path(store: Path, info: DataPlan, objective_, generator: torch.Generato
     batches = []
     t = time.perf_counter()
     for batch in loader:
-        if views:  # as MocoObjective does: both views in one call
-            objective_.augment(torch.cat([batch["image"]] * views), generator=generator)
+        if views:  # as MocoObjective does: the recorrupted pair, both views in one call
+            objective_.augment(objective_.augment.pair(batch["image"], generator), generator=generator)
         batches.append({k: v for k, v in batch.items() if k != "index"})
     return len(batches) * batch_size / (time.perf_counter() - t), load, batches
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_io", "bench_sim", "bench_fetch", "bench_train", "bench_embed", "bench_placement",
-              "bench_search", "bench_embed_torchrun")
+BENCHMARKS = ("bench_io", "bench_sim", "bench_fetch", "bench_train", "bench_augment", "bench_embed",
+              "bench_placement", "bench_search", "bench_embed_torchrun")
 
 
 def main() -> int:

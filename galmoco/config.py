@@ -288,6 +288,12 @@ class TrainConfig:
                                  views=self.bank.views if self.objective == "cmc" else None,
                                  objective=self.objective)
 
+    def augment_config(self) -> AugmentConfig:
+        """``augment`` with ``rotate: None`` resolved: off in the pose frame (``o2`` undoes a view's turn,
+        so it would only cost time and smooth the noise; docs/data.md), on for the other frames."""
+        rotate = self.model.frame != "o2" if self.augment.rotate is None else self.augment.rotate
+        return dataclasses.replace(self.augment, rotate=rotate)
+
     def validate(self) -> TrainConfig:
         """Check values; returns ``self``. Raises GalmocoError naming the option."""
         checks = [

@@ -97,6 +97,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mlp/--no-mlp", "model.head", "MLP projection head (MoCo v2), or a linear one (v1).",
            switch=("mlp", "linear")),
     Option("--aug-plus/--no-aug-plus", "augment.aug_plus", "Stronger augmentations (MoCo v2 aug+)."),
+    Option("--rotate/--no-rotate", "augment.rotate", "Turn each view by a random angle.",
+           default="off with --frame o2 (the pose frame undoes turns), on otherwise"),
+    Option("--split-noise/--shared-noise", "augment.split_noise",
+           "Give the two views of a pair independent noise fields (recorrupted pair), as a second "
+           "observation has; or let both keep the stored noise."),
     Option("--cos/--step-schedule", "optim.cosine",
            "Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)."),
     Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),

@@ -7,6 +7,9 @@ and a flux scale common to all bands; no colour jitter or grayscale (MoCo v2's I
 would change the galaxy's colours, i.e. its physics. ``aug_plus`` maps v2's stronger recipe to astronomy
 (see :class:`AugmentConfig` and ``docs/data.md``).
 
+MoCo's two views start from a recorrupted pair (:meth:`GalaxyAugment.pair`), so their noise fields
+are independent, as two observations' are.
+
 Everything is drawn up front by :meth:`GalaxyAugment.sample` as per-stamp parameters, then applied by
 :meth:`GalaxyAugment.apply` with batched tensor operations: one gather (symmetries and integer shifts,
 exact) or one ``grid_sample`` (with an arbitrary rotation) for the geometry, a depthwise separable
@@ -58,6 +61,9 @@ class AugmentConfig:
     Attributes:
         symmetries: apply a uniformly random element of the square's symmetry group D4 per stamp.
         rotate: add an arbitrary rotation, uniform in [0, 360) degrees (bilinear, reflect padding).
+            ``None`` (default): on, unless the training configuration says otherwise
+            (``TrainConfig.augment_config``: off when the encoder reads every stamp in its pose frame,
+            which turns all views of a galaxy to the same angle whatever their rotation).
         jitter: maximum shift in pixels along each axis, integer, uniform (the stamp keeps its size; the
             uncovered edge is filled by reflection), standing in for a jitter crop.
         blur_prob: probability that a stamp is blurred (PSF-difference blur). A batch of N blurs
@@ -65,7 +71,8 @@ class AugmentConfig:
             same holds for ``noise_prob``).
         blur_max_fwhm: maximum FWHM in pixels of the extra Gaussian; each band draws its own FWHM
             uniformly in [0, max] (seeing differs per band and per exposure).
-        noise_prob: probability that a stamp gets extra Gaussian noise (a shallower observation).
+        noise_prob: probability that a stamp gets extra Gaussian noise (a shallower observation); 0 by
+            default, as ``split_noise`` already gives each view 1.1-2.2 times the stored noise.
         noise_max_sigmas: maximum extra noise in units of the band's sky sigma; each band draws its own
             amplitude uniformly in [0, max].
         flux_scale: the stamp's flux is multiplied by a log-uniform factor in [1/(1+s), 1+s], the same in
@@ -74,24 +81,34 @@ class AugmentConfig:
         aug_plus: v2's "aug+" for astronomy: blur and noise maxima times 2 and probabilities at least
             0.8, plus a small independent per-band flux scatter (+-0.05 mag, "reddening" and calibration
             differences) in place of colour jitter and grayscale.
+        split_noise: the two views of a pair get independent noise fields (:meth:`GalaxyAugment.pair`),
+            as a second observation does; otherwise both carry the stored stamp's noise.
+        split_noise_ratio: with ``split_noise``, the recorruption factor ``alpha`` of each stamp and band
+            is log-uniform in [1/ratio, ratio], so the two views' depths differ too (their noise sigmas
+            are ``sqrt(1 + alpha^2)`` and ``sqrt(1 + alpha^-2)`` times the stored one); 1: both
+            ``sqrt(2)``.
     """
 
     symmetries: bool = True
-    rotate: bool = True
+    rotate: bool | None = None
     jitter: int = 4
     blur_prob: float = 0.5
     blur_max_fwhm: float = 1.5
-    noise_prob: float = 0.5
+    noise_prob: float = 0.0
     noise_max_sigmas: float = 1.0
     flux_scale: float = 0.2
     band_dropout: float = 0.0
     aug_plus: bool = False
+    split_noise: bool = True
+    split_noise_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("blur_prob", "noise_prob", "band_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise GalmocoError(f"augmentation {name} must be a probability in [0, 1], "
                                    f"got {getattr(self, name)}")
+        if not self.split_noise_ratio >= 1:
+            raise GalmocoError(f"augmentation split_noise_ratio must be >= 1, got {self.split_noise_ratio}")
         for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale"):
             if getattr(self, name) < 0:
                 raise GalmocoError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
@@ -197,6 +214,37 @@ class GalaxyAugment(torch.nn.Module):
         """
         return self.apply(images, self.sample(images.shape[0], images.device, generator), generator)
 
+    def pair(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Two copies of each stamp to augment into a positive pair: ``(2N, B, H, W)``, first copies then
+        second copies.
+
+        With ``split_noise`` the copies are recorrupted (Pang et al. 2021, "Recorrupted-to-Recorrupted",
+        CVPR): a field ``z ~ N(0, sky_sigma^2)`` is drawn per stamp and ``alpha z`` is added to the first
+        copy, ``z / alpha`` subtracted from the second. With the stored noise ``n`` of the same sigma,
+        ``E[(n + alpha z)(n - z / alpha)] = 0``: the copies' noises are uncorrelated, so (Gaussian)
+        independent, as a second observation's would be, and a pair cannot be matched by its noise
+        pattern. ``alpha`` (``split_noise_ratio``) varies the two depths. Exact for white
+        sky-dominated noise; a galaxy's own Poisson noise stays shared.
+
+        Args:
+            images: ``(N, B, H, W)`` raw flux.
+            generator: source of ``z`` and ``alpha`` (the global RNG when None).
+
+        Returns:
+            ``(2N, B, H, W)``; without ``split_noise``, the stamps twice.
+        """
+        if not self.config.split_noise:
+            return torch.cat([images, images])
+        gdev = generator.device if generator is not None else images.device
+        n, nb = images.shape[:2]
+        z = torch.randn(images.shape, generator=generator, device=gdev, dtype=images.dtype).to(images.device)
+        log_ratio = math.log(self.config.split_noise_ratio)
+        alpha = torch.exp((2 * torch.rand(n, nb, generator=generator, device=gdev) - 1) * log_ratio)
+        alpha = alpha.to(images.device, images.dtype)[:, :, None, None]
+        z.mul_(alpha * self.sky_sigma.to(images.dtype)[None, :, None, None])  # alpha z
+        first = images + z
+        return torch.cat([first, images - z.div_(alpha.square())])  # minus z / alpha
+
     def sample(self, n: int, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> AugmentParams:
         """Draw the parameters of ``n`` stamps (on the generator's device, returned on ``device``)."""
@@ -217,7 +265,7 @@ class GalaxyAugment(torch.nn.Module):
 
         symmetry = (torch.randint(0, len(SYMMETRIES), (n,), generator=generator, device=gdev)
                     if c.symmetries else torch.zeros(n, dtype=torch.long, device=gdev))
-        angle = uniform(n) * (2 * math.pi) if c.rotate else None
+        angle = uniform(n) * (2 * math.pi) if c.rotate is not False else None
         shift = torch.randint(-c.jitter, c.jitter + 1, (n, 2), generator=generator, device=gdev)
         log_scale = (2 * uniform(n, 1) - 1) * math.log1p(c.flux_scale)
         if c.aug_plus:

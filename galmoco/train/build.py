@@ -136,7 +136,7 @@ def build_parts(config: TrainConfig, plan: DataPlan, device: torch.device, steps
     seed_everything(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model = GalaxyModel(config.model_config(), tuple(plan.bands), plan.image_size, config.sky_sigma)
-    augment = GalaxyAugment(config.augment, config.sky_sigma)
+    augment = GalaxyAugment(config.augment_config(), config.sky_sigma)
     objective = build_objective(model, augment, config, generator, plan.queue_size, plan.train_idx)
     objective.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     if config.compile:  # in place: the state-dict keys stay those of the plain modules

@@ -162,8 +162,9 @@ class MocoObjective(Objective):
         """InfoNCE of the batch (enqueues its keys), the query view's latent, the query view's draws, the
         query's mixture (``None`` without ``mix``) and the frame the query was read in."""
         images = batch["image"]
-        # both views in one batched call: independent draws per row, half the per-call overhead
-        both = torch.cat([images, images])
+        # both views in one batched call: independent draws per row, half the per-call overhead; the
+        # copies' noise fields are made independent first (split_noise), as two observations' are
+        both = self.augment.pair(images, self.generator)
         params = self.augment.sample(both.shape[0], both.device, self.generator)
         views = self.augment.apply(both, params, self.generator)
         n = images.shape[0]

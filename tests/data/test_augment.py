@@ -150,6 +150,30 @@ def test_noise_injection_adds_stated_variance():
     assert torch.allclose(measured, expected, rtol=0.12, atol=1e-6)  # 4096 pixels: 2.2 % sampling error
 
 
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_pair_gives_the_views_independent_noise_fields(ratio):
+    """A sky-noise stamp's two recorrupted copies: noise uncorrelated; alpha z added, z / alpha taken."""
+    sky = torch.tensor(SKY)[None, :, None, None]
+    stored = torch.randn(64, 4, 32, 32, generator=_gen(1)) * sky
+    first, second = _augment(split_noise=True, split_noise_ratio=ratio).pair(stored, _gen(2)).chunk(2)
+    corr = (first * second).mean(dim=(0, 2, 3)) / (first.std(dim=(0, 2, 3)) * second.std(dim=(0, 2, 3)))
+    assert corr.abs().max() < 0.02  # 65,536 pixels per band: sampling error 0.004
+    added, taken = first - stored, stored - second  # alpha z and z / alpha: ratio alpha^2 per stamp and band
+    alpha_sq = (added / taken)[:, :, 0, 0]
+    assert torch.allclose(added, alpha_sq[:, :, None, None] * taken, rtol=1e-3, atol=1e-4)
+    assert (alpha_sq >= 1 / ratio**2 - 1e-4).all() and (alpha_sq <= ratio**2 + 1e-4).all()
+    z_sigma = (added * taken).mean(dim=(2, 3)).sqrt()  # sqrt(E[alpha z * z / alpha]) = the band's sigma
+    assert torch.allclose(z_sigma.mean(dim=0), sky.flatten(), rtol=0.02)
+    if ratio == 1.0:  # both copies sqrt(2) the stored sigma, their mean the stored stamp
+        assert torch.allclose(first.std(dim=(0, 2, 3)), math.sqrt(2) * sky.flatten(), rtol=0.02)
+        assert torch.allclose((first + second) / 2, stored, atol=1e-4)
+    else:  # the two depths differ
+        assert alpha_sq.std() > 0.3
+    # without the split both views start from the stored stamp: correlation 1
+    shared = _augment(split_noise=False).pair(stored, _gen(2))
+    assert torch.equal(shared, torch.cat([stored, stored]))
+
+
 def test_flux_scale_multiplies_totals_by_the_drawn_factor(galaxies):
     aug = _augment(flux_scale=0.2)
     params = aug.sample(8, generator=_gen(9))
@@ -208,6 +232,8 @@ def test_bad_configs_and_inputs_raise():
         AugmentConfig(blur_prob=1.5)
     with pytest.raises(GalmocoError, match="jitter"):
         AugmentConfig(jitter=-1)
+    with pytest.raises(GalmocoError, match="split_noise_ratio must be >= 1, got 0.5"):
+        AugmentConfig(split_noise_ratio=0.5)
     aug = GalaxyAugment(AugmentConfig(), SKY)
     with pytest.raises(GalmocoError, match=r"\(N, 4, H, W\)"):
         aug(torch.zeros(2, 3, 16, 16))

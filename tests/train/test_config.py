@@ -64,3 +64,16 @@ def test_lr_scaling_rule():
     cfg = TrainConfig()
     assert cfg.optim.scaled_lr(512) == pytest.approx(8e-3)  # AdamW base 4e-3 x 512 / 256
     assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).optim.scaled_lr(256) == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("frame, rotate, expected", [("o2", None, False), ("d4", None, True),
+                                                     ("none", None, True), ("o2", True, True),
+                                                     ("none", False, False)])
+def test_rotation_augmentation_follows_the_frame_unless_set(frame, rotate, expected):
+    """The pose frame undoes a view's turn, so by default it is not drawn there; an explicit value wins."""
+    from galmoco.data.augment import GalaxyAugment
+
+    cfg = apply_overrides(TrainConfig(), {"model.frame": frame, "augment.rotate": rotate}).validate()
+    assert cfg.augment.rotate is rotate and cfg.augment_config().rotate is expected
+    angle = GalaxyAugment(cfg.augment_config(), [1.0] * 4).sample(8).angle
+    assert (angle is not None) is expected

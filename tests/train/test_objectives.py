@@ -82,13 +82,14 @@ def test_moco_ae_reconstructs_what_the_query_view_shows(target, frame):
     images = 5 * torch.rand(8, 4, 32, 32)
     draws = torch.Generator().manual_seed(3)
     obj.generator = torch.Generator().manual_seed(3)
-    params = obj.augment.sample(16, "cpu", draws)  # the draws contrastive() makes for both views
+    both = obj.augment.pair(images, draws)  # the draws contrastive() makes: the recorrupted pair,
+    params = obj.augment.sample(16, "cpu", draws)  # then both views' parameters
     q_params = type(params)(**{k: (v[:8] if v is not None else None) for k, v in vars(params).items()})
     seen = obj.augment.apply_geometry(images, q_params)
     assert not torch.equal(seen, images)  # the view really is moved
     out = obj({"image": images})
     with torch.no_grad():
-        q_view = obj.model.normalize(obj.augment.apply(torch.cat([images, images]), params, draws))[:8]
+        q_view = obj.model.normalize(obj.augment.apply(both, params, draws))[:8]
         drawn = obj.model.normalize(seen if target == "view" else images)
         # the encoder reads the view in its canonical frame; the drawing is turned back by the target's
         # (D4, or a stored target) or by the query view's own pose frame (o2 and a view target)
@@ -142,9 +143,10 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
     queue = obj.queue.negatives().clone()
     obj.generator = torch.Generator().manual_seed(4)
     out = obj({"image": images})
-    draws = torch.Generator().manual_seed(4)  # the draws forward() made: both views, then the mixture
+    draws = torch.Generator().manual_seed(4)  # the draws forward() made: the pair, both views, the mixture
+    both = obj.augment.pair(images, draws)
     params = obj.augment.sample(32, "cpu", draws)
-    views = obj.augment.apply(torch.cat([images, images]), params, draws)
+    views = obj.augment.apply(both, params, draws)
     q_view, k_view = obj.model.normalize(views).chunk(2)
     mixing = sample_mixing(16, (32, 32), mix, "cpu", draws)
     mixed = apply_mixing(q_view, mixing)
