@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from galmoco.data.psf import change_psf
 from galmoco.data.transforms import SYMMETRIES
 from galmoco.errors import GalmocoError
 
@@ -78,6 +79,9 @@ class AugmentConfig:
         flux_scale: the stamp's flux is multiplied by a log-uniform factor in [1/(1+s), 1+s], the same in
             every band (colours kept): the same galaxy nearer or farther, brighter or fainter.
         band_dropout: probability that one uniformly chosen band of a stamp is set to zero flux.
+        psf_change: standard deviation, in pixels^2, of a change of each view's PSF variance that may
+            widen or sharpen it (:func:`galmoco.data.psf.change_psf`; 70% common to all bands, as
+            seeing is); 0: off.
         aug_plus: v2's "aug+" for astronomy: blur and noise maxima times 2 and probabilities at least
             0.8, plus a small independent per-band flux scatter (+-0.05 mag, "reddening" and calibration
             differences) in place of colour jitter and grayscale.
@@ -98,6 +102,7 @@ class AugmentConfig:
     noise_max_sigmas: float = 1.0
     flux_scale: float = 0.2
     band_dropout: float = 0.0
+    psf_change: float = 0.0
     aug_plus: bool = False
     split_noise: bool = True
     split_noise_ratio: float = 2.0
@@ -109,7 +114,7 @@ class AugmentConfig:
                                    f"got {getattr(self, name)}")
         if not self.split_noise_ratio >= 1:
             raise GalmocoError(f"augmentation split_noise_ratio must be >= 1, got {self.split_noise_ratio}")
-        for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale"):
+        for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale", "psf_change"):
             if getattr(self, name) < 0:
                 raise GalmocoError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
 
@@ -136,6 +141,7 @@ class AugmentParams:
         blur_sigma: ``(N, B)`` Gaussian sigma in pixels (0: not blurred).
         noise_sigma: ``(N, B)`` added noise sigma in flux units (0: none).
         dropped_band: ``(N,)`` int64 band set to zero, -1 for none.
+        psf_variance: ``(N, B)`` change of the PSF variance in pixels^2, or None when ``psf_change`` is 0.
     """
 
     symmetry: Tensor
@@ -145,6 +151,7 @@ class AugmentParams:
     blur_sigma: Tensor
     noise_sigma: Tensor
     dropped_band: Tensor
+    psf_variance: Tensor | None = None
 
     def to(self, device: torch.device | str) -> AugmentParams:
         """The same draws on ``device``."""
@@ -274,10 +281,15 @@ class GalaxyAugment(torch.nn.Module):
         noise_sigma = chosen(c.noise_prob) * uniform(n, nb) * c.noise_max_sigmas * self.sky_sigma.to(gdev)
         drop = uniform(n) < c.band_dropout
         band = torch.randint(0, nb, (n,), generator=generator, device=gdev)
+        psf = None  # drawn last, and only when on, so that the other draws do not depend on it
+        if c.psf_change > 0:
+            normal = torch.randn((n, nb + 1), generator=generator, device=gdev)
+            psf = c.psf_change * (math.sqrt(0.7) * normal[:, :1] + math.sqrt(0.3) * normal[:, 1:])
         params = AugmentParams(symmetry=symmetry, angle=angle, shift=shift,
                                scale=torch.exp(log_scale).expand(n, nb).contiguous(),
                                blur_sigma=blur_sigma, noise_sigma=noise_sigma,
-                               dropped_band=torch.where(drop, band, torch.full_like(band, -1)))
+                               dropped_band=torch.where(drop, band, torch.full_like(band, -1)),
+                               psf_variance=psf)
         return params.to(device)
 
     def apply(self, images: Tensor, params: AugmentParams,
@@ -298,6 +310,8 @@ class GalaxyAugment(torch.nn.Module):
                                f"got {tuple(images.shape)}")
         x = self.apply_geometry(images, params)
         x.mul_(params.scale.to(x.dtype)[:, :, None, None])
+        if params.psf_variance is not None:
+            x = change_psf(x, params.psf_variance)
         blurred = (params.blur_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
         if blurred.numel():
             x.index_copy_(0, blurred, self._blur(x[blurred], params.blur_sigma[blurred]))
