@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from galmoco.data.psf import change_psf
+from galmoco.data.psf import change_psf, gaussian_blur
 from galmoco.data.transforms import SYMMETRIES
 from galmoco.errors import GalmocoError
 
@@ -314,7 +314,7 @@ class GalaxyAugment(torch.nn.Module):
             x = change_psf(x, params.psf_variance)
         blurred = (params.blur_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
         if blurred.numel():
-            x.index_copy_(0, blurred, self._blur(x[blurred], params.blur_sigma[blurred]))
+            x.index_copy_(0, blurred, gaussian_blur(x[blurred], params.blur_sigma[blurred], self.blur_radius))
         noisy = (params.noise_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
         if noisy.numel():
             gdev = generator.device if generator is not None else x.device
@@ -360,60 +360,3 @@ class GalaxyAugment(torch.nn.Module):
                 + (theta[:, :, 1, None, None] * lin[None, None, :, None] - 2.0 * shift[:, :, None, None] / w))
         return F.grid_sample(maps, grid.permute(0, 2, 3, 1).to(maps.dtype), mode="bilinear",
                              padding_mode="reflection", align_corners=False)
-
-    def _blur(self, images: Tensor, sigma: Tensor) -> Tensor:
-        """Separable Gaussian blur, its own sigma per stamp and band (sigma 0: unchanged), reflect edges.
-
-        Each 1-d pass is a product with a banded ``(W, W)`` matrix per stamp and band (the kernel's taps,
-        folded at the edges as ``F.pad(mode="reflect")`` mirrors), so the blur is two batched matmuls:
-        measured 1.5x faster on CPU than a depthwise convolution with one group per stamp and band.
-        """
-        n, nb, h, w = images.shape
-        if h != w:
-            raise GalmocoError(f"augmentations need square stamps, got {h}x{w}")
-        kernel = _discrete_gaussian(sigma.reshape(n * nb), self.blur_radius).to(images.dtype)
-        band = torch.einsum("mk,kij->mij", kernel, _reflected_taps(self.blur_radius, w, images.device))
-        x = images.reshape(n * nb, h, w)
-        return (band @ x @ band.transpose(1, 2)).reshape(n, nb, h, w)
-
-
-_taps_cache: dict[tuple[int, int, str], Tensor] = {}
-
-
-def _reflected_taps(radius: int, size: int, device: torch.device) -> Tensor:
-    """``(2 radius + 1, size, size)`` 0/1: entry ``[k, i, j]`` is 1 when output pixel i reads input pixel j
-    through tap ``k - radius``, indices mirrored at the edges without repeating the edge pixel."""
-    key = (radius, size, str(device))
-    if key not in _taps_cache:
-        i = torch.arange(size)
-        taps = torch.zeros(2 * radius + 1, size, size)
-        for k in range(2 * radius + 1):
-            j = (i + k - radius).abs()  # mirror below 0: -1 -> 1
-            j = torch.where(j > size - 1, 2 * (size - 1) - j, j)  # mirror above: size -> size - 2
-            taps[k].index_put_((i, j), torch.ones(size), accumulate=True)
-        _taps_cache[key] = taps.to(device)
-    return _taps_cache[key]
-
-
-def _discrete_gaussian(sigma: Tensor, radius: int) -> Tensor:
-    """Lindeberg's (1990) discrete Gaussian kernel ``exp(-t) I_k(t)``, ``t = sigma^2``, taps -radius..radius.
-
-    Unlike a sampled Gaussian it has variance exactly ``sigma^2`` even below a pixel (a sampled
-    Gaussian of sigma 0.3 px is nearly a delta), is the identity at sigma 0, and composes like the
-    continuous one. ``I_k`` by its power series; normalised to sum 1 after truncation (flux kept).
-
-    Args:
-        sigma: ``(M,)`` sigmas in pixels.
-        radius: half-width of the kernel.
-
-    Returns:
-        ``(M, 2 radius + 1)`` float64 kernels.
-    """
-    t = sigma.to(torch.float64).clamp_min(1e-12).square()[:, None, None]  # (M, 1, 1)
-    k = torch.arange(radius + 1, dtype=torch.float64, device=sigma.device)[None, :, None]  # tap |offset|
-    terms = 10 + math.ceil(2 * float(t.max()))
-    j = torch.arange(terms, dtype=torch.float64, device=sigma.device)[None, None, :]
-    log_term = (2 * j + k) * torch.log(t / 2) - torch.lgamma(j + 1) - torch.lgamma(j + k + 1)
-    half = torch.exp(log_term - t).sum(dim=-1)  # (M, radius+1): exp(-t) I_k(t)
-    kernel = torch.cat((half.flip(1)[:, :-1], half), dim=1)
-    return kernel / kernel.sum(dim=1, keepdim=True)
