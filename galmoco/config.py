@@ -78,9 +78,9 @@ class ModelConfig:
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
         pool: side of the map the conv encoder average-pools its last stage to (4: where the light
             is survives; 1: global average pooling).
-        head: projection head, ``"linear"`` (MoCo v1), ``"mlp"`` (v2) or ``"identity"`` (InfoNCE on the
-            latent itself).
-        proj_dim: output size of the projection head.
+        head: projection head: ``"identity"`` (default: InfoNCE on the latent itself, the space
+            placement reads; docs/train.md measures it), ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
+        proj_dim: output size of the projection head; ``None``: ``latent_dim`` (:attr:`head_dim`).
         frame: the frame the encoder reads each stamp in and the decoder draws in: ``"o2"``, its pose
             frame (``galmoco.models.pose``: the same latent, up to interpolation and noise, for turns by
             any angle, flips and shifts); ``"d4"``, its canonical D4 frame (``galmoco.models.canonical``:
@@ -91,9 +91,14 @@ class ModelConfig:
     latent_dim: int = 128
     widths: tuple[int, ...] = (16, 32, 64, 128)
     pool: int = 4
-    head: str = "linear"
-    proj_dim: int = 128
+    head: str = "identity"
+    proj_dim: int | None = None
     frame: str = "o2"
+
+    @property
+    def head_dim(self) -> int:
+        """Size of the head's output (the InfoNCE space): ``proj_dim``, or ``latent_dim`` when unset."""
+        return self.latent_dim if self.proj_dim is None else self.proj_dim
 
 
 @dataclass
@@ -302,7 +307,7 @@ class TrainConfig:
             (self.model.arch in ARCHS, "model.arch", one_of(ARCHS)),
             (self.model.head in HEADS, "model.head", one_of(HEADS)),
             (self.model.frame in FRAMES, "model.frame", one_of(FRAMES)),
-            (self.model.latent_dim > 0 and self.model.proj_dim > 0, "model.latent_dim", "positive sizes"),
+            (self.model.latent_dim > 0 and self.model.head_dim > 0, "model.latent_dim", "positive sizes"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),

@@ -95,7 +95,8 @@ OPTIONS: tuple[Option, ...] = (
            "Hold the training stamps in memory, or read each batch from the store.",
            default="in memory when they take at most 2 GiB"),
     Option("--mlp/--no-mlp", "model.head", "MLP projection head (MoCo v2), or a linear one (v1).",
-           switch=("mlp", "linear")),
+           switch=("mlp", "linear"), default="neither: no head, InfoNCE on the latent itself (model.head: "
+           "identity)"),
     Option("--aug-plus/--no-aug-plus", "augment.aug_plus", "Stronger augmentations (MoCo v2 aug+)."),
     Option("--rotate/--no-rotate", "augment.rotate", "Turn each view by a random angle.",
            default="off with --frame o2 (the pose frame undoes turns), on otherwise"),

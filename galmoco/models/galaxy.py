@@ -58,7 +58,7 @@ class GalaxyModel(nn.Module):
                 views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool))
         else:
             self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths, m.pool)
-        self.head = ProjectionHead(m.latent_dim, m.proj_dim, m.head) if config.projects else None
+        self.head = ProjectionHead(m.latent_dim, m.head_dim, m.head) if config.projects else None
         self.decoder = (ConvDecoder(n_bands, m.latent_dim, m.widths, self.image_size)
                         if config.reconstructs else None)
 

@@ -146,7 +146,7 @@ class MocoObjective(Objective):
         self.key_encoder = MomentumEncoder(nn.Sequential(model.encoder, model.head), mc.momentum,
                                            mc.key_bn_buffers)
         init = torch.Generator().manual_seed(config.seed)
-        self.queue = KeyQueue(config.model.proj_dim, queue_size, generator=init)
+        self.queue = KeyQueue(config.model.head_dim, queue_size, generator=init)
         if shuffler is None and mc.shuffle_bn:
             shuffler = RankBatchShuffle() if is_distributed() else LocalBatchShuffle(generator)
         self.shuffler = shuffler
@@ -230,7 +230,7 @@ class MemoryBankObjective(Objective):
         super().__init__(model, augment, config, generator)
         bc = config.bank
         n_views = len(getattr(model.encoder, "views", (None,)))
-        dim = config.model.proj_dim if model.head is not None else config.model.latent_dim // n_views
+        dim = config.model.head_dim if model.head is not None else config.model.latent_dim // n_views
         self.contrast = MultiViewNCE(len(train_idx), dim, n_views, bc.k, bc.temperature, bc.momentum,
                                      bc.softmax, seed=config.seed)
         self.register_buffer("train_rows", torch.as_tensor(np.asarray(train_idx), dtype=torch.long),

@@ -11,7 +11,7 @@ from galmoco.errors import GalmocoError
 from galmoco.models import GalaxyModel
 from galmoco.train.checkpoint import load_model, save_checkpoint
 
-SMALL = ModelConfig(widths=(8, 16), latent_dim=8, proj_dim=4)
+SMALL = ModelConfig(widths=(8, 16), latent_dim=8, proj_dim=4, head="linear")
 
 
 @pytest.mark.parametrize("objective, projects, reconstructs, views", [

@@ -89,7 +89,8 @@ def test_help_shows_the_config_defaults_and_its_choices():
     text = " ".join(res.stdout.split())  # click wraps the lines
     assert "from TrainConfig" not in text
     for shown in ("--temperature FLOAT RANGE InfoNCE temperature (0.07 v1; 0.2 v2). [default: 0.2]",
-                  "[default: --no-mlp]", "[default: --cos]", "--epochs INTEGER RANGE Passes over the "
+                  "[default: neither: no head, InfoNCE on the latent itself (model.head: identity)]",
+                  "[default: --cos]", "--epochs INTEGER RANGE Passes over the "
                   "training split. [default: 50]", "--arch [conv|resnet18|resnet50]",
                   "--objective [ae|moco|moco-ae|insdis|cmc]", "--norm [asinh|log10]"):
         assert shown in text, shown

@@ -45,7 +45,8 @@ def test_moco_ae_step_updates_queue_and_key_encoder():
     moved = [not torch.equal(a, b) for a, b in zip(key_before, obj.key_encoder.parameters(), strict=True)]
     assert any(moved)
     out["loss"].backward()
-    assert obj.model.decoder.fc.weight.grad is not None and obj.model.head.net.weight.grad is not None
+    # the default head is the identity (InfoNCE on the latent): the encoder's last layer gets the gradient
+    assert obj.model.decoder.fc.weight.grad is not None and obj.model.encoder.fc.weight.grad is not None
     assert all(p.grad is None for p in obj.key_encoder.parameters())
     extra = obj.extra_state_dict()
     assert "queue.keys" in extra and not any(k.startswith("model.") for k in extra)
