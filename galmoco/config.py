@@ -308,6 +308,8 @@ class TrainConfig:
             (self.model.head in HEADS, "model.head", one_of(HEADS)),
             (self.model.frame in FRAMES, "model.frame", one_of(FRAMES)),
             (self.model.latent_dim > 0 and self.model.head_dim > 0, "model.latent_dim", "positive sizes"),
+            (self.model.head != "identity" or self.model.head_dim == self.model.latent_dim, "model.proj_dim",
+             "unset or model.latent_dim with model.head identity (InfoNCE on the latent itself)"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),

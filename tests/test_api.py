@@ -28,7 +28,7 @@ SIZE = 16
 
 def write_run(run, store, seed=0):
     """A run dir with an untrained seeded moco-ae model whose contract is ``store``'s."""
-    config = TrainConfig(objective="moco-ae", model=ModelConfig(latent_dim=8, widths=(4, 8), proj_dim=4))
+    config = TrainConfig(objective="moco-ae", model=ModelConfig(latent_dim=8, widths=(4, 8)))
     torch.manual_seed(seed)
     sky = [5.0, 5.0, 5.0, 5.0]
     model = GalaxyModel(config, tuple("griz"), SIZE, sky)

@@ -62,7 +62,7 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_run_dir(path: Path, objective: str = "moco-ae", seed: int = 0) -> Path:
     """A run dir per the contract: config.yaml, checkpoints/last.pt (untrained model), metrics.csv."""
     config = TrainConfig(objective=objective, seed=seed,
-                         model=ModelConfig(latent_dim=LATENT_DIM, widths=(4, 8), proj_dim=4))
+                         model=ModelConfig(latent_dim=LATENT_DIM, widths=(4, 8)))
     torch.manual_seed(seed)
     path.mkdir(parents=True)
     model = GalaxyModel(config, tuple(BANDS), SIZE, [1.0] * len(BANDS))

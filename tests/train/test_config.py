@@ -52,6 +52,9 @@ def test_validate_names_the_option():
     config.model.frame = "c4"
     with pytest.raises(GalmocoError, match="model.frame"):
         config.validate()
+    with pytest.raises(GalmocoError, match="model.proj_dim.*model.head identity"):
+        apply_overrides(TrainConfig(), {"model.proj_dim": 64}).validate()
+    apply_overrides(TrainConfig(), {"model.proj_dim": 64, "model.head": "linear"}).validate()
 
 
 def test_auto_queue_size():
