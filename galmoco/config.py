@@ -29,6 +29,7 @@ from galmoco.config_choices import (
     one_of,
 )
 from galmoco.config_dict import config_to_dict, config_value, dataclass_from_dict
+from galmoco.config_model import GalaxyModelConfig, ModelConfig
 from galmoco.data.augment import AugmentConfig
 from galmoco.data.masks import MaskConfig
 from galmoco.data.mixing import MixConfig
@@ -65,65 +66,6 @@ __all__ = [
 DEFAULT_QUEUE_SIZE = 4096
 #: batch size the base learning rate refers to (linear scaling rule, Goyal et al. 2017)
 REFERENCE_BATCH = 256
-
-
-@dataclass
-class ModelConfig:
-    """Network shape.
-
-    Attributes:
-        arch: ``"conv"`` (small, CPU-friendly), ``"resnet18"`` or ``"resnet50"`` (3x3 stem, no max-pool).
-        latent_dim: size of the latent vector that ``embed`` writes.
-        widths: channels of the conv encoder's stride-2 stages (mirrored by the decoder, also for the
-            ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
-        pool: side of the map the conv encoder average-pools its last stage to (4: where the light
-            is survives; 1: global average pooling).
-        head: projection head: ``"identity"`` (default: InfoNCE on the latent itself, the space
-            placement reads; docs/train.md measures it), ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
-        proj_dim: output size of the projection head; ``None``: ``latent_dim`` (:attr:`head_dim`).
-        frame: the frame the encoder reads each stamp in and the decoder draws in: ``"o2"``, its pose
-            frame (``galmoco.models.pose``: the same latent, up to interpolation and noise, for turns by
-            any angle, flips and shifts); ``"d4"``, its canonical D4 frame (``galmoco.models.canonical``:
-            exact for flips and quarter turns); ``"none"``, as given (invariance is learned).
-    """
-
-    arch: str = "conv"
-    latent_dim: int = 128
-    widths: tuple[int, ...] = (16, 32, 64, 128)
-    pool: int = 4
-    head: str = "identity"
-    proj_dim: int | None = None
-    frame: str = "o2"
-
-    @property
-    def head_dim(self) -> int:
-        """Size of the head's output (the InfoNCE space): ``proj_dim``, or ``latent_dim`` when unset."""
-        return self.latent_dim if self.proj_dim is None else self.proj_dim
-
-
-@dataclass
-class GalaxyModelConfig:
-    """What :class:`~galmoco.models.GalaxyModel` is built from: the network, the flux normalisation and
-    which parts it has. No optimiser, augmentation or data settings, so an inference model is built
-    from this alone; a run's is :meth:`TrainConfig.model_config` (also for checkpoints, which hold the
-    full TrainConfig).
-
-    Attributes:
-        model: the network's shape.
-        normalize: raw flux to network input.
-        projects: whether there is a projection head (MoCo's objectives and ``insdis``).
-        reconstructs: whether there is a decoder (``ae``, ``moco-ae``).
-        views: ``cmc``'s band groups (``"gr,iz"``): one encoder per group, latents concatenated;
-            ``None``: one encoder reading every band.
-        objective: the objective the model was trained with, for messages (``None``: not known).
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    projects: bool = False
-    reconstructs: bool = True
-    views: str | None = None
-    objective: str | None = None
 
 
 @dataclass
