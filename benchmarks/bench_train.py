@@ -60,13 +60,13 @@ def data_path(store: Path, info: DataPlan, objective_, generator: torch.Generato
     order = epoch_batches(len(info.train_idx), batch_size, 0, 0)[:steps + 1]
     loader = DataLoader(dataset, sampler=order, batch_size=None)
     views = 2 if objective_.config.contrastive else 0  # ae reconstructs the stored stamp: no augmentation
-    if views:  # warm-up: oneDNN builds its blur primitives on first use
-        objective_.augment(dataset[0]["image"].expand(batch_size * views, -1, -1, -1), generator=generator)
+    if views:  # warm-up: oneDNN builds its primitives on first use
+        objective_.augment.views(dataset[0]["image"].expand(batch_size, -1, -1, -1), generator)
     batches = []
     t = time.perf_counter()
     for batch in loader:
-        if views:  # as MocoObjective does: the recorrupted pair, both views in one call
-            objective_.augment(objective_.augment.pair(batch["image"], generator), generator=generator)
+        if views:  # as MocoObjective does: the pair, both views in one call
+            objective_.augment.views(batch["image"], generator)
         batches.append({k: v for k, v in batch.items() if k != "index"})
     return len(batches) * batch_size / (time.perf_counter() - t), load, batches
 

@@ -26,6 +26,9 @@ class ModelConfig:
         head: projection head: ``"identity"`` (default: InfoNCE on the latent itself, the space
             placement reads; docs/train.md measures it), ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
         proj_dim: output size of the projection head; ``None``: ``latent_dim`` (:attr:`head_dim`).
+        photometry: add a linear map of the stamp's aperture fluxes to the latent
+            (``galmoco.models.photometry``: what identifies a star or a compact galaxy when the seeing
+            changes; not with ``cmc``, whose views must not share the colours).
         frame: the frame the encoder reads each stamp in and the decoder draws in: ``"o2"``, its pose
             frame (``galmoco.models.pose``: the same latent, up to interpolation and noise, for turns by
             any angle, flips and shifts); ``"d4"``, its canonical D4 frame (``galmoco.models.canonical``:
@@ -39,6 +42,7 @@ class ModelConfig:
     head: str = "identity"
     proj_dim: int | None = None
     frame: str = "o2"
+    photometry: bool = True
 
     @property
     def head_dim(self) -> int:

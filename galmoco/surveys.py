@@ -14,13 +14,15 @@ from collections.abc import Sequence
 
 from galmoco.errors import GalmocoError
 
-__all__ = ["BAND_ORDER", "DES_PIXEL_SCALE", "DES_ZEROPOINT", "LEGACY_PIXEL_SCALE", "LEGACY_ZEROPOINT",
-           "parse_bands"]
+__all__ = ["BAND_ORDER", "DES_PIXEL_SCALE", "DES_PSF_FWHM", "DES_ZEROPOINT", "LEGACY_PIXEL_SCALE",
+           "LEGACY_ZEROPOINT", "parse_bands"]
 
 #: the survey bands in wavelength order: the canonical order of a band list
 BAND_ORDER = "grizy"
 #: DES coadd pixel scale, arcsec/pixel
 DES_PIXEL_SCALE = 0.263
+#: DES DR2 median PSF FWHM per band, arcsec (Abbott et al. 2021, ApJS 255, 20, table 1)
+DES_PSF_FWHM = {"g": 1.11, "r": 0.95, "i": 0.88, "z": 0.83, "y": 0.90}
 #: AB magnitude zero point of DES coadd counts (``mag = 30 - 2.5 log10(counts)``)
 DES_ZEROPOINT = 30.0
 #: Legacy Survey cutout pixel scale, arcsec/pixel

@@ -103,6 +103,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--split-noise/--shared-noise", "augment.split_noise",
            "Give the two views of a pair independent noise fields (recorrupted pair), as a second "
            "observation has; or let both keep the stored noise."),
+    Option("--seeing-scatter", "augment.seeing_scatter",
+           "Change each view's seeing: its Moffat PSF's FWHM times a lognormal factor of this log standard "
+           "deviation (0.1: DES's scatter between exposures; 0: off).", click.FloatRange(min=0)),
     Option("--cos/--step-schedule", "optim.cosine",
            "Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)."),
     Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),
@@ -114,6 +117,9 @@ OPTIONS: tuple[Option, ...] = (
            "(centroid, position angle, skew signs), so flips and turns by any angle give nearly the same "
            "latent; d4: its canonical flip/quarter-turn frame (exact for the 8 symmetries of the square); "
            "none: the stamp as it is (the original study).", click.Choice(FRAMES)),
+    Option("--photometry/--no-photometry", "model.photometry",
+           "Add a linear map of the stamp's aperture fluxes (radii 1/16, 2/16, 3/16 of the side) to the "
+           "latent, or leave the latent to the convolutional encoder alone."),
     Option("--mask-rule", "mask.rule", "Sky mask rule for the reconstruction loss.", click.Choice(RULES)),
     Option("--sky-weight", "mask.sky_weight", "Loss weight of sky pixels.", click.FloatRange(min=0)),
     Option("--norm", "normalize.method", "Flux normalisation.", click.Choice(METHODS)),

@@ -2,8 +2,9 @@
 
 The views MoCo contrasts must differ in what the latent space should ignore (orientation, position,
 seeing, depth, brightness) and agree in what it should keep (morphology, colour). Hence: the 8
-symmetries of the square, an arbitrary rotation, a jitter shift, a PSF-difference blur, noise injection
-and a flux scale common to all bands; no colour jitter or grayscale (MoCo v2's ImageNet recipe), which
+symmetries of the square, an arbitrary rotation, a jitter shift, a change of seeing (a Moffat PSF made
+wider or sharper, :mod:`galmoco.data.psf`) or a PSF-difference blur, noise injection and a flux scale
+common to all bands; no colour jitter or grayscale (MoCo v2's ImageNet recipe), which
 would change the galaxy's colours, i.e. its physics. ``aug_plus`` maps v2's stronger recipe to astronomy
 (see :class:`AugmentConfig` and ``docs/data.md``).
 
@@ -12,8 +13,8 @@ are independent, as two observations' are.
 
 Everything is drawn up front by :meth:`GalaxyAugment.sample` as per-stamp parameters, then applied by
 :meth:`GalaxyAugment.apply` with batched tensor operations: one gather (symmetries and integer shifts,
-exact) or one ``grid_sample`` (with an arbitrary rotation) for the geometry, a depthwise separable
-convolution for the blur, one normal draw for the noise.
+exact) or one ``grid_sample`` (with an arbitrary rotation) for the geometry, one real FFT pair for the
+seeing, two banded matmuls for the blur, one normal draw for the noise.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from galmoco.data.psf import change_psf, gaussian_blur
+from galmoco.data.psf import change_seeing, gaussian_blur
 from galmoco.data.transforms import SYMMETRIES
 from galmoco.errors import GalmocoError
+from galmoco.surveys import DES_PIXEL_SCALE, DES_PSF_FWHM
 
 __all__ = ["AugmentConfig", "AugmentParams", "GalaxyAugment", "SYMMETRY_MATRICES"]
 
@@ -67,9 +69,10 @@ class AugmentConfig:
             which turns all views of a galaxy to the same angle whatever their rotation).
         jitter: maximum shift in pixels along each axis, integer, uniform (the stamp keeps its size; the
             uncovered edge is filled by reflection), standing in for a jitter crop.
-        blur_prob: probability that a stamp is blurred (PSF-difference blur). A batch of N blurs
-            floor(pN) or floor(pN) + 1 stamps chosen at random (probability exactly p per stamp; the
-            same holds for ``noise_prob``).
+        blur_prob: probability that a stamp is blurred (PSF-difference blur, wider only). A batch of N
+            blurs floor(pN) or floor(pN) + 1 stamps chosen at random (probability exactly p per stamp;
+            the same holds for ``noise_prob``). 0 by default: ``seeing_scatter`` changes the seeing
+            both ways and with the PSF's shape (docs/train.md measures both).
         blur_max_fwhm: maximum FWHM in pixels of the extra Gaussian; each band draws its own FWHM
             uniformly in [0, max] (seeing differs per band and per exposure).
         noise_prob: probability that a stamp gets extra Gaussian noise (a shallower observation); 0 by
@@ -79,9 +82,15 @@ class AugmentConfig:
         flux_scale: the stamp's flux is multiplied by a log-uniform factor in [1/(1+s), 1+s], the same in
             every band (colours kept): the same galaxy nearer or farther, brighter or fainter.
         band_dropout: probability that one uniformly chosen band of a stamp is set to zero flux.
-        psf_change: standard deviation, in pixels^2, of a change of each view's PSF variance that may
-            widen or sharpen it (:func:`galmoco.data.psf.change_psf`; 70% common to all bands, as
-            seeing is); 0: off.
+        seeing_scatter: standard deviation of the natural log of the PSF FWHM ratio between the two
+            views of a MoCo pair (:meth:`GalaxyAugment.pair`: one view keeps the stored seeing, the
+            other is seen through a Moffat PSF made wider or sharper, :func:`galmoco.data.psf.
+            change_seeing`), or of a single view to the stored stamp (:meth:`GalaxyAugment.apply`);
+            70% common to all bands, as seeing is. Two observations of the simulated survey differ by
+            0.14 (DES seeing scatters by 0.1 per exposure); the default 0.28 trains for twice that,
+            which measured better (docs/train.md). 0: off.
+        psf_fwhm: the stored stamps' PSF FWHM in pixels that ``seeing_scatter`` scales (default: the
+            DES DR2 median in the r band, 0.95 arcsec at 0.263 arcsec/pixel).
         aug_plus: v2's "aug+" for astronomy: blur and noise maxima times 2 and probabilities at least
             0.8, plus a small independent per-band flux scatter (+-0.05 mag, "reddening" and calibration
             differences) in place of colour jitter and grayscale.
@@ -96,13 +105,14 @@ class AugmentConfig:
     symmetries: bool = True
     rotate: bool | None = None
     jitter: int = 4
-    blur_prob: float = 0.5
+    blur_prob: float = 0.0
     blur_max_fwhm: float = 1.5
     noise_prob: float = 0.0
     noise_max_sigmas: float = 1.0
     flux_scale: float = 0.2
     band_dropout: float = 0.0
-    psf_change: float = 0.0
+    seeing_scatter: float = 0.28
+    psf_fwhm: float = DES_PSF_FWHM["r"] / DES_PIXEL_SCALE
     aug_plus: bool = False
     split_noise: bool = True
     split_noise_ratio: float = 2.0
@@ -114,7 +124,7 @@ class AugmentConfig:
                                    f"got {getattr(self, name)}")
         if not self.split_noise_ratio >= 1:
             raise GalmocoError(f"augmentation split_noise_ratio must be >= 1, got {self.split_noise_ratio}")
-        for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale", "psf_change"):
+        for name in ("jitter", "blur_max_fwhm", "noise_max_sigmas", "flux_scale", "seeing_scatter"):
             if getattr(self, name) < 0:
                 raise GalmocoError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
 
@@ -141,7 +151,7 @@ class AugmentParams:
         blur_sigma: ``(N, B)`` Gaussian sigma in pixels (0: not blurred).
         noise_sigma: ``(N, B)`` added noise sigma in flux units (0: none).
         dropped_band: ``(N,)`` int64 band set to zero, -1 for none.
-        psf_variance: ``(N, B)`` change of the PSF variance in pixels^2, or None when ``psf_change`` is 0.
+        seeing_ratio: ``(N, B)`` new PSF FWHM over the stored one, or None when ``seeing_scatter`` is 0.
     """
 
     symmetry: Tensor
@@ -151,7 +161,7 @@ class AugmentParams:
     blur_sigma: Tensor
     noise_sigma: Tensor
     dropped_band: Tensor
-    psf_variance: Tensor | None = None
+    seeing_ratio: Tensor | None = None
 
     def to(self, device: torch.device | str) -> AugmentParams:
         """The same draws on ``device``."""
@@ -221,36 +231,68 @@ class GalaxyAugment(torch.nn.Module):
         """
         return self.apply(images, self.sample(images.shape[0], images.device, generator), generator)
 
-    def pair(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def pair(self, images: Tensor, generator: torch.Generator | None = None,
+             seeing_ratio: Tensor | None = None) -> Tensor:
         """Two copies of each stamp to augment into a positive pair: ``(2N, B, H, W)``, first copies then
         second copies.
 
-        With ``split_noise`` the copies are recorrupted (Pang et al. 2021, "Recorrupted-to-Recorrupted",
-        CVPR): a field ``z ~ N(0, sky_sigma^2)`` is drawn per stamp and ``alpha z`` is added to the first
-        copy, ``z / alpha`` subtracted from the second. With the stored noise ``n`` of the same sigma,
-        ``E[(n + alpha z)(n - z / alpha)] = 0``: the copies' noises are uncorrelated, so (Gaussian)
-        independent, as a second observation's would be, and a pair cannot be matched by its noise
-        pattern. ``alpha`` (``split_noise_ratio``) varies the two depths. Exact for white
-        sky-dominated noise; a galaxy's own Poisson noise stays shared.
+        With ``seeing_ratio``, one copy of each stamp, chosen at random, is first seen through a PSF
+        whose FWHM is that ratio of the stored one (:func:`galmoco.data.psf.change_seeing`), as a second
+        observation is relative to the first; one Fourier transform pair per stamp.
+
+        With ``split_noise`` the copies are then recorrupted (Pang et al. 2021, "Recorrupted-to-
+        Recorrupted", CVPR): a field ``z ~ N(0, sky_sigma^2)`` is drawn per stamp and ``alpha z`` is
+        added to the first copy, ``z / alpha`` subtracted from the second. With the stored noise ``n``
+        of the same sigma, ``E[(n + alpha z)(n - z / alpha)] = 0``: the copies' noises are
+        uncorrelated, so (Gaussian) independent, as a second observation's would be, and a pair cannot
+        be matched by its noise pattern. ``alpha`` (``split_noise_ratio``) varies the two depths. Exact
+        for white sky-dominated noise; a galaxy's own Poisson noise stays shared.
 
         Args:
             images: ``(N, B, H, W)`` raw flux.
-            generator: source of ``z`` and ``alpha`` (the global RNG when None).
+            generator: source of the copy that changes seeing, ``z`` and ``alpha`` (the global RNG when
+                None).
+            seeing_ratio: ``(N, B)`` FWHM ratio of the changed copy's PSF to the stored one, or None.
 
         Returns:
-            ``(2N, B, H, W)``; without ``split_noise``, the stamps twice.
+            ``(2N, B, H, W)``; without ``split_noise`` and ``seeing_ratio``, the stamps twice.
         """
-        if not self.config.split_noise:
-            return torch.cat([images, images])
         gdev = generator.device if generator is not None else images.device
         n, nb = images.shape[:2]
+        first, second = images, images
+        if seeing_ratio is not None:
+            changed = change_seeing(images, seeing_ratio, self.config.psf_fwhm)
+            swap = torch.rand(n, generator=generator, device=gdev) < 0.5
+            swap = swap.to(images.device)[:, None, None, None]
+            first, second = torch.where(swap, changed, images), torch.where(swap, images, changed)
+        if not self.config.split_noise:
+            return torch.cat([first, second])
         z = torch.randn(images.shape, generator=generator, device=gdev, dtype=images.dtype).to(images.device)
         log_ratio = math.log(self.config.split_noise_ratio)
         alpha = torch.exp((2 * torch.rand(n, nb, generator=generator, device=gdev) - 1) * log_ratio)
         alpha = alpha.to(images.device, images.dtype)[:, :, None, None]
         z.mul_(alpha * self.sky_sigma.to(images.dtype)[None, :, None, None])  # alpha z
-        first = images + z
-        return torch.cat([first, images - z.div_(alpha.square())])  # minus z / alpha
+        return torch.cat([first + z, second - z.div_(alpha.square())])  # minus z / alpha
+
+    def views(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, AugmentParams]:
+        """MoCo's positive pairs: both augmented views of each stamp and their draws.
+
+        The pair (:meth:`pair`: one copy's seeing changed, the noise recorrupted), then :meth:`apply`
+        with independent draws per copy, both views in one batched call.
+
+        Args:
+            images: ``(N, B, H, W)`` raw flux.
+            generator: source of randomness (deterministic given its state).
+
+        Returns:
+            ``(2N, B, H, W)`` views (first views, then second views) and the ``2N`` draws of
+            :meth:`apply` (``seeing_ratio`` None: the seeing was changed in the pair).
+        """
+        n = images.shape[0]
+        params = self.sample(2 * n, images.device, generator)
+        seeing = None if params.seeing_ratio is None else params.seeing_ratio[:n]
+        params = replace(params, seeing_ratio=None)
+        return self.apply(self.pair(images, generator, seeing), params, generator), params
 
     def sample(self, n: int, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> AugmentParams:
@@ -281,15 +323,16 @@ class GalaxyAugment(torch.nn.Module):
         noise_sigma = chosen(c.noise_prob) * uniform(n, nb) * c.noise_max_sigmas * self.sky_sigma.to(gdev)
         drop = uniform(n) < c.band_dropout
         band = torch.randint(0, nb, (n,), generator=generator, device=gdev)
-        psf = None  # drawn last, and only when on, so that the other draws do not depend on it
-        if c.psf_change > 0:
+        seeing = None  # drawn last, and only when on, so that the other draws do not depend on it
+        if c.seeing_scatter > 0:
             normal = torch.randn((n, nb + 1), generator=generator, device=gdev)
-            psf = c.psf_change * (math.sqrt(0.7) * normal[:, :1] + math.sqrt(0.3) * normal[:, 1:])
+            log_ratio = math.sqrt(0.7) * normal[:, :1] + math.sqrt(0.3) * normal[:, 1:]
+            seeing = torch.exp(c.seeing_scatter * log_ratio)
         params = AugmentParams(symmetry=symmetry, angle=angle, shift=shift,
                                scale=torch.exp(log_scale).expand(n, nb).contiguous(),
                                blur_sigma=blur_sigma, noise_sigma=noise_sigma,
                                dropped_band=torch.where(drop, band, torch.full_like(band, -1)),
-                               psf_variance=psf)
+                               seeing_ratio=seeing)
         return params.to(device)
 
     def apply(self, images: Tensor, params: AugmentParams,
@@ -310,8 +353,8 @@ class GalaxyAugment(torch.nn.Module):
                                f"got {tuple(images.shape)}")
         x = self.apply_geometry(images, params)
         x.mul_(params.scale.to(x.dtype)[:, :, None, None])
-        if params.psf_variance is not None:
-            x = change_psf(x, params.psf_variance)
+        if params.seeing_ratio is not None:
+            x = change_seeing(x, params.seeing_ratio, self.config.psf_fwhm)
         blurred = (params.blur_sigma > 0).any(dim=1).nonzero(as_tuple=True)[0]
         if blurred.numel():
             x.index_copy_(0, blurred, gaussian_blur(x[blurred], params.blur_sigma[blurred], self.blur_radius))

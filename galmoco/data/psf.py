@@ -1,11 +1,15 @@
-"""A change of seeing on stamps: a Gaussian blur (wider), or a Gaussian factor in Fourier space (wider or
-sharper).
+"""A change of seeing on stamps: a Gaussian blur (wider), or a Moffat PSF made wider or sharper.
 
 A second observation of a galaxy is seen through another PSF, which may be wider or sharper than the
-first. Widening is a convolution; sharpening is its inverse, a deconvolution that amplifies the high
-spatial frequencies (and the noise in them), so its gain is capped. With a PSF close to Gaussian,
-changing its variance by ``v`` pixels^2 multiplies the image's Fourier transform by
-``exp(-2 pi^2 v |k|^2)`` (``k`` in cycles per pixel): ``v > 0`` widens, ``v < 0`` sharpens.
+first: ground-based seeing scatters by about 10% in FWHM from one observation to the next, and the PSF
+is close to a Moffat profile (Moffat 1969; beta 2.5-4.8 in Trujillo et al. 2001, MNRAS 328, 977; 3 here,
+as in the simulated survey). Scaling a Moffat PSF's FWHM by ``s`` multiplies the image's Fourier
+transform by ``M(s f k) / M(f k)``, with ``M`` the Moffat's transform (:func:`moffat_mtf`). Widening
+(``s > 1``) is a convolution; sharpening is a deconvolution that amplifies the high spatial frequencies
+(and the noise in them), so its gain is capped.
+
+A Moffat's wings carry much of its second moment (beta 3: 2.7 times a Gaussian's of the same FWHM), so a
+Gaussian change of the same FWHM ratio changes an image far less than the seeing does.
 """
 
 from __future__ import annotations
@@ -17,31 +21,110 @@ from torch import Tensor
 
 from galmoco.errors import GalmocoError
 
-__all__ = ["change_psf", "gaussian_blur"]
+__all__ = ["change_seeing", "gaussian_blur", "moffat_mtf", "seeing_gain"]
+
+#: FWHM of a beta = 3 Moffat profile in units of its scale radius alpha: 2 sqrt(2^(1/3) - 1)
+_MOFFAT3_FWHM_PER_ALPHA = 2 * math.sqrt(2 ** (1 / 3) - 1)
 
 
-def change_psf(images: Tensor, variance: Tensor, max_gain: float = 3.0) -> Tensor:
-    """Change each stamp's and band's PSF variance by ``variance`` (px^2): widen (> 0) or sharpen (< 0).
+def moffat_mtf(k: Tensor, fwhm: Tensor) -> Tensor:
+    """Fourier transform of a unit-flux beta = 3 Moffat profile ``(1 + r^2 / alpha^2)^-3``, round.
 
-    The filter is ``min(exp(-2 pi^2 variance |k|^2), max_gain)``: flux (``k = 0``) is kept exactly, a
-    widening is an exact Gaussian convolution (periodic at the stamp's edges, where DES stamps are sky),
-    and a sharpening is an inverse Gaussian whose gain stops at ``max_gain``.
+    Its Hankel transform is ``x^2 K_2(x) / 2`` with ``x = 2 pi alpha |k|`` and ``K_2`` the modified
+    Bessel function of the second kind (``K_2(x) = K_0(x) + 2 K_1(x) / x``); 1 at ``k = 0``.
+
+    Args:
+        k: spatial frequencies ``|k|`` in cycles per pixel (any shape).
+        fwhm: FWHM in pixels, broadcastable with ``k``.
+
+    Returns:
+        The transform at ``k``, float64, in (0, 1].
+    """
+    x = (2 * math.pi / _MOFFAT3_FWHM_PER_ALPHA) * fwhm.to(torch.float64) * k.to(torch.float64)
+    safe = x.clamp_min(1e-6)  # x K_1(x) -> 1 and x^2 K_0(x) -> 0 as x -> 0
+    k0, k1 = torch.special.modified_bessel_k0(safe), torch.special.modified_bessel_k1(safe)
+    value = 0.5 * safe * safe * k0 + safe * k1
+    return torch.where(x > 1e-6, value, torch.ones_like(value))
+
+
+#: step in ``x = 2 pi alpha |k|`` of the tabulated log transform (linear interpolation, error < 1e-6)
+_TABLE_STEP = 1e-3
+_log_mtf_table: dict[str, Tensor] = {}
+_radii_cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+
+
+def _log_moffat_mtf(x: Tensor) -> Tensor:
+    """``log M`` at ``x = 2 pi alpha |k|`` (float32), interpolated in a table of :func:`moffat_mtf`
+    that grows to cover the largest ``x`` asked for: one table lookup instead of two Bessel functions
+    per frequency, stamp and band."""
+    key = str(x.device)
+    x_max = float(x.max())
+    table = _log_mtf_table.get(key)
+    if table is None or (table.numel() - 2) * _TABLE_STEP < x_max:
+        size = max(2 * (0 if table is None else table.numel()), math.ceil(x_max / _TABLE_STEP) + 2, 4096)
+        grid = torch.arange(size, dtype=torch.float64) * _TABLE_STEP
+        alpha = torch.tensor(_MOFFAT3_FWHM_PER_ALPHA / (2 * math.pi), dtype=torch.float64)
+        table = torch.log(moffat_mtf(grid, alpha)).to(torch.float32).to(x.device)
+        _log_mtf_table[key] = table
+    position = (x / _TABLE_STEP).reshape(-1)
+    index = position.long()
+    low, high = table.index_select(0, index), table.index_select(0, index + 1)
+    return torch.lerp(low, high, position - index).reshape(x.shape)
+
+
+def _distinct_radii(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The distinct ``|k|`` (cycles per pixel) of an ``rfft2`` grid of ``(h, w)`` images, and for each
+    grid frequency the index of its ``|k|``: the seeing's filter is round, so it is evaluated once per
+    radius (about a third of the frequencies of a 64-pixel stamp)."""
+    key = (h, w, str(device))
+    if key not in _radii_cache:
+        ky = torch.fft.fftfreq(h, dtype=torch.float64)
+        kx = torch.fft.rfftfreq(w, dtype=torch.float64)
+        k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+        radii, where = torch.unique(k2, return_inverse=True)
+        _radii_cache[key] = (radii.sqrt().to(torch.float32).to(device), where.reshape(-1).to(device))
+    return _radii_cache[key]
+
+
+def seeing_gain(ratio: Tensor, fwhm: float, shape: tuple[int, int], max_gain: float = 3.0) -> Tensor:
+    """The Fourier filter of :func:`change_seeing`: ``min(M(ratio fwhm |k|) / M(fwhm |k|), max_gain)``.
+
+    Args:
+        ratio: ``(N, B)`` new FWHM over the stamps'.
+        fwhm: the stamps' PSF FWHM in pixels.
+        shape: ``(H, W)`` of the stamps.
+        max_gain: largest factor by which a sharpening may amplify a spatial frequency (>= 1).
+
+    Returns:
+        ``(N, B, H, W // 2 + 1)`` float32, to multiply an ``rfft2`` spectrum with.
+    """
+    h, w = shape
+    radii, where = _distinct_radii(h, w, ratio.device)
+    x = (2 * math.pi * fwhm / _MOFFAT3_FWHM_PER_ALPHA) * radii  # (R,)
+    scaled = _log_moffat_mtf(ratio.to(torch.float32)[:, :, None] * x)  # (N, B, R)
+    gain = torch.exp(scaled - _log_moffat_mtf(x)).clamp_(max=max_gain)
+    return gain.reshape(-1, radii.numel()).index_select(1, where).reshape(*ratio.shape, h, w // 2 + 1)
+
+
+def change_seeing(images: Tensor, ratio: Tensor, fwhm: float, max_gain: float = 3.0) -> Tensor:
+    """Scale each stamp's and band's Moffat PSF of FWHM ``fwhm`` by ``ratio``: wider (> 1) or sharper (< 1).
+
+    The filter is ``min(M(ratio fwhm |k|) / M(fwhm |k|), max_gain)`` (:func:`moffat_mtf`,
+    :func:`seeing_gain`): flux (``k = 0``) is kept exactly, a widening is close to a convolution
+    (periodic at the stamp's edges, where DES stamps are sky), and a sharpening stops amplifying a
+    frequency at ``max_gain``.
 
     Args:
         images: ``(N, B, H, W)`` raw flux.
-        variance: ``(N, B)`` change of the PSF's Gaussian variance in pixels^2 (0: unchanged).
+        ratio: ``(N, B)`` new FWHM over the stamps' (1: unchanged).
+        fwhm: the stamps' PSF FWHM in pixels (the survey's median; DES r band: 3.6 px).
         max_gain: largest factor by which a sharpening may amplify a spatial frequency (>= 1).
 
     Returns:
         ``(N, B, H, W)``, a new tensor.
     """
     h, w = images.shape[-2:]
-    ky = torch.fft.fftfreq(h, device=images.device, dtype=torch.float32)
-    kx = torch.fft.rfftfreq(w, device=images.device, dtype=torch.float32)
-    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    exponent = (-2 * math.pi**2) * variance.to(torch.float32)[:, :, None, None] * k2
-    gain = torch.exp(exponent).clamp_(max=max_gain)
-    spectrum = torch.fft.rfft2(images.to(torch.float32)) * gain
+    spectrum = torch.fft.rfft2(images.to(torch.float32)) * seeing_gain(ratio, fwhm, (h, w), max_gain)
     return torch.fft.irfft2(spectrum, s=(h, w)).to(images.dtype)
 
 

@@ -17,6 +17,7 @@ from galmoco.models.cmc import CMCEncoder, parse_views
 from galmoco.models.decoders import ConvDecoder
 from galmoco.models.encoders import build_encoder
 from galmoco.models.heads import ProjectionHead
+from galmoco.models.photometry import PhotometricEncoder
 from galmoco.models.pose import from_pose_frame, pose_frame, to_pose_frame
 
 __all__ = ["GalaxyModel"]
@@ -58,6 +59,9 @@ class GalaxyModel(nn.Module):
                 views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool))
         else:
             self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths, m.pool)
+            if m.photometry:  # not for cmc, whose views must not share the colours
+                self.encoder = PhotometricEncoder(self.encoder, self.normalizer, m.latent_dim,
+                                                  self.image_size)
         self.head = ProjectionHead(m.latent_dim, m.head_dim, m.head) if config.projects else None
         self.decoder = (ConvDecoder(n_bands, m.latent_dim, m.widths, self.image_size)
                         if config.reconstructs else None)

@@ -23,7 +23,7 @@ import numpy as np
 
 from galmoco.errors import GalmocoError
 from galmoco.sim.population import Component, ObjectParams
-from galmoco.surveys import DES_PIXEL_SCALE, DES_ZEROPOINT
+from galmoco.surveys import DES_PIXEL_SCALE, DES_PSF_FWHM, DES_ZEROPOINT
 
 __all__ = ["ObservingConfig", "sky_sigma_from_depth", "render_stamp", "MASK_SATURATED", "shear_matrix"]
 
@@ -55,7 +55,7 @@ class ObservingConfig:
     pixel_scale: float = DES_PIXEL_SCALE
     zeropoint: float = DES_ZEROPOINT
     psf_fwhm: dict[str, float] = field(
-        default_factory=lambda: {"g": 1.11, "r": 0.95, "i": 0.88, "z": 0.83, "y": 0.90}
+        default_factory=lambda: dict(DES_PSF_FWHM)
     )
     psf_beta: float = 3.0
     psf_scatter: float = 0.10

@@ -63,8 +63,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise GalmocoError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise GalmocoError(f"{path}: not a galmoco checkpoint (no model/config entries)")
-    # checkpoints written before model.frame existed were trained on stamps as given
-    state["config"].setdefault("model", {}).setdefault("frame", "none")
+    # what checkpoints of earlier versions lack or hold: model.frame (then stamps were read as given),
+    # model.photometry (then the latent had no photometric part), augment.psf_change (a training-only
+    # option that augment.seeing_scatter replaced)
+    model = state["config"].setdefault("model", {})
+    model.setdefault("frame", "none")
+    model.setdefault("photometry", False)
+    state["config"].get("augment", {}).pop("psf_change", None)
     return state
 
 

@@ -163,10 +163,8 @@ class MocoObjective(Objective):
         query's mixture (``None`` without ``mix``) and the frame the query was read in."""
         images = batch["image"]
         # both views in one batched call: independent draws per row, half the per-call overhead; the
-        # copies' noise fields are made independent first (split_noise), as two observations' are
-        both = self.augment.pair(images, self.generator)
-        params = self.augment.sample(both.shape[0], both.device, self.generator)
-        views = self.augment.apply(both, params, self.generator)
+        # copies differ in seeing and noise first (GalaxyAugment.pair), as two observations do
+        views, params = self.augment.views(images, self.generator)
         n = images.shape[0]
         q_params = replace(params, **{f.name: getattr(params, f.name)[:n] for f in fields(params)
                                       if getattr(params, f.name) is not None})

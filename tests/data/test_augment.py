@@ -14,7 +14,8 @@ from galmoco.errors import GalmocoError
 
 SKY = [2.0, 2.6, 4.6, 8.8]
 #: every augmentation off; tests switch on the one they check
-OFF = dict(symmetries=False, rotate=False, jitter=0, blur_prob=0.0, noise_prob=0.0, flux_scale=0.0)
+OFF = dict(symmetries=False, rotate=False, jitter=0, blur_prob=0.0, noise_prob=0.0, flux_scale=0.0,
+           seeing_scatter=0.0)
 
 
 def _augment(**kwargs) -> GalaxyAugment:
@@ -232,6 +233,8 @@ def test_bad_configs_and_inputs_raise():
         AugmentConfig(blur_prob=1.5)
     with pytest.raises(GalmocoError, match="jitter"):
         AugmentConfig(jitter=-1)
+    with pytest.raises(GalmocoError, match="seeing_scatter must be >= 0, got -0.1"):
+        AugmentConfig(seeing_scatter=-0.1)
     with pytest.raises(GalmocoError, match="split_noise_ratio must be >= 1, got 0.5"):
         AugmentConfig(split_noise_ratio=0.5)
     aug = GalaxyAugment(AugmentConfig(), SKY)

@@ -52,3 +52,21 @@ def test_missing_parts_are_named():
     moco = GalaxyModel(TrainConfig(objective="moco", model=SMALL), "gr", 16, [1.0, 1.0])
     with pytest.raises(GalmocoError, match="objective 'moco' has no decoder"):
         moco.decode(torch.zeros(1, 8))
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_as_it_was_trained(tmp_path):
+    """Written before model.photometry (and with the since-replaced augment.psf_change): no photometric
+    part, and the same latents as the network it was saved from."""
+    old = TrainConfig(objective="moco-ae", model=ModelConfig(widths=(8, 16), latent_dim=8, photometry=False))
+    torch.manual_seed(0)
+    trained = GalaxyModel(old, "gr", 16, [0.5, 0.5]).eval()
+    config = config_to_dict(old)
+    del config["model"]["photometry"]
+    config["augment"]["psf_change"] = 0.0
+    path = save_checkpoint({"model": trained.state_dict(), "config": config, "bands": "gr", "image_size": 16,
+                            "sky_sigma": [0.5, 0.5]}, tmp_path / "last.pt")
+    loaded = load_model(path)
+    assert loaded.config.model.photometry is False
+    images = torch.randn(3, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(images), trained.encode(images))

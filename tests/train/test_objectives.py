@@ -45,8 +45,11 @@ def test_moco_ae_step_updates_queue_and_key_encoder():
     moved = [not torch.equal(a, b) for a, b in zip(key_before, obj.key_encoder.parameters(), strict=True)]
     assert any(moved)
     out["loss"].backward()
-    # the default head is the identity (InfoNCE on the latent): the encoder's last layer gets the gradient
-    assert obj.model.decoder.fc.weight.grad is not None and obj.model.encoder.fc.weight.grad is not None
+    # the default head is the identity (InfoNCE on the latent): the encoder's last layer, and the map of
+    # its aperture photometry, get the gradient
+    encoder = obj.model.encoder
+    assert obj.model.decoder.fc.weight.grad is not None and encoder.encoder.fc.weight.grad is not None
+    assert encoder.photometry.weight.grad is not None
     assert all(p.grad is None for p in obj.key_encoder.parameters())
     extra = obj.extra_state_dict()
     assert "queue.keys" in extra and not any(k.startswith("model.") for k in extra)
@@ -83,14 +86,13 @@ def test_moco_ae_reconstructs_what_the_query_view_shows(target, frame):
     images = 5 * torch.rand(8, 4, 32, 32)
     draws = torch.Generator().manual_seed(3)
     obj.generator = torch.Generator().manual_seed(3)
-    both = obj.augment.pair(images, draws)  # the draws contrastive() makes: the recorrupted pair,
-    params = obj.augment.sample(16, "cpu", draws)  # then both views' parameters
+    views, params = obj.augment.views(images, draws)  # the draws contrastive() makes
     q_params = type(params)(**{k: (v[:8] if v is not None else None) for k, v in vars(params).items()})
     seen = obj.augment.apply_geometry(images, q_params)
     assert not torch.equal(seen, images)  # the view really is moved
     out = obj({"image": images})
     with torch.no_grad():
-        q_view = obj.model.normalize(obj.augment.apply(both, params, draws))[:8]
+        q_view = obj.model.normalize(views)[:8]
         drawn = obj.model.normalize(seen if target == "view" else images)
         # the encoder reads the view in its canonical frame; the drawing is turned back by the target's
         # (D4, or a stored target) or by the query view's own pose frame (o2 and a view target)
@@ -144,10 +146,8 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
     queue = obj.queue.negatives().clone()
     obj.generator = torch.Generator().manual_seed(4)
     out = obj({"image": images})
-    draws = torch.Generator().manual_seed(4)  # the draws forward() made: the pair, both views, the mixture
-    both = obj.augment.pair(images, draws)
-    params = obj.augment.sample(32, "cpu", draws)
-    views = obj.augment.apply(both, params, draws)
+    draws = torch.Generator().manual_seed(4)  # the draws forward() made: both views, then the mixture
+    views, params = obj.augment.views(images, draws)
     q_view, k_view = obj.model.normalize(views).chunk(2)
     mixing = sample_mixing(16, (32, 32), mix, "cpu", draws)
     mixed = apply_mixing(q_view, mixing)

@@ -1,0 +1,100 @@
+"""Aperture photometry in the latent: what identifies a star or a compact galaxy across observations.
+
+A second observation of an object changes its PSF (seeing scatters by about 10% in FWHM), which moves a
+star's peak by a factor 0.6-1.8, while its fluxes in a wide enough aperture stay the same. A
+convolutional encoder reading asinh-stretched pixels estimates integrated flux poorly, so the
+encoder's latent gets a linear map of the stamp's aperture fluxes added to it: per band, the flux
+within circles of radius 1/16, 2/16 and 3/16 of the stamp side (4, 8 and 12 pixels, about 1, 2 and 3
+arcsec, for a 64-pixel DES stamp) about the stamp centre, which is the object's centroid in the pose
+frame. Circles about the centre are unchanged by the eight flips and quarter turns of the stamp and,
+up to pixelisation, by any rotation; the largest holds almost all of a star's light at DES seeing.
+Measured on the simulated survey (docs/train.md): these fluxes alone find the second observation of
+98% of the stars and 99% of the galaxies with r < 20 at rank 1.
+
+Each flux is scaled to the sky noise in its aperture and stretched, ``asinh(F / (sigma_sky sqrt(A)))``
+(an aperture signal-to-noise on the same asinh scale as the pixels, Lupton et al. 1999).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from galmoco.data.normalize import Normalizer
+
+__all__ = ["APERTURE_FRACTIONS", "PhotometricEncoder", "aperture_masks", "aperture_photometry"]
+
+#: aperture radii as fractions of the stamp side
+APERTURE_FRACTIONS: tuple[float, ...] = (1 / 16, 2 / 16, 3 / 16)
+
+
+def aperture_masks(size: int, fractions: Sequence[float] = APERTURE_FRACTIONS,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(R, size, size)`` float32: 1 for the pixels whose centre lies within each radius of the centre.
+
+    The stamp centre is at 0-based ``((size - 1) / 2, (size - 1) / 2)``, so every mask is unchanged by
+    the eight symmetries of the square.
+
+    Args:
+        size: stamp side in pixels.
+        fractions: radii as fractions of ``size``.
+        device: where to build them.
+    """
+    u = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    r2 = u[None, :] ** 2 + u[:, None] ** 2
+    return torch.stack([(r2 <= (f * size) ** 2).to(torch.float32) for f in fractions])
+
+
+def aperture_photometry(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Flux within each aperture, per stamp and band.
+
+    Args:
+        images: ``(N, B, H, W)`` raw flux.
+        masks: ``(R, H, W)`` from :func:`aperture_masks`.
+
+    Returns:
+        ``(N, B, R)`` summed flux, in the images' units.
+    """
+    return torch.einsum("nbhw,rhw->nbr", images, masks.to(images.dtype))
+
+
+class PhotometricEncoder(nn.Module):
+    """An encoder whose latent also carries a linear map of the stamp's aperture photometry.
+
+    ``latent = encoder(x) + W p(x)`` with ``p`` the stretched aperture fluxes (module docstring). It
+    reads the same normalised stamps as the encoder it wraps and recovers the flux through
+    ``normalizer.inverse``, so MoCo's momentum copy of it is a copy of both parts.
+
+    Args:
+        encoder: the convolutional encoder, ``(N, B, H, W)`` -> ``(N, latent_dim)``.
+        normalizer: the model's flux normalisation (its sky sigma scales the fluxes).
+        latent_dim: size of the latent.
+        size: stamp side in pixels.
+        fractions: aperture radii as fractions of the side.
+    """
+
+    masks: torch.Tensor
+    noise: torch.Tensor
+
+    def __init__(self, encoder: nn.Module, normalizer: Normalizer, latent_dim: int, size: int,
+                 fractions: Sequence[float] = APERTURE_FRACTIONS) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.normalizer = normalizer
+        masks = aperture_masks(size, fractions)
+        self.register_buffer("masks", masks, persistent=False)
+        # sky noise in each aperture, per band: sigma_sky * sqrt(area)
+        noise = normalizer.sky_sigma.detach().clone()[:, None] * masks.sum(dim=(1, 2)).sqrt()[None, :]
+        self.register_buffer("noise", noise, persistent=False)
+        self.photometry = nn.Linear(noise.numel(), latent_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, B * R)`` stretched aperture fluxes of normalised stamps ``x``."""
+        flux = aperture_photometry(self.normalizer.inverse(x.float()), self.masks)
+        return torch.asinh(flux / self.noise).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, B, H, W)`` normalised -> ``(N, latent_dim)``."""
+        return self.encoder(x) + self.photometry(self.features(x)).to(x.dtype)
