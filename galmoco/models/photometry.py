@@ -30,8 +30,7 @@ __all__ = ["APERTURE_FRACTIONS", "PhotometricEncoder", "aperture_masks", "apertu
 APERTURE_FRACTIONS: tuple[float, ...] = (1 / 16, 2 / 16, 3 / 16)
 
 
-def aperture_masks(size: int, fractions: Sequence[float] = APERTURE_FRACTIONS,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def aperture_masks(size: int, radii: Sequence[float], device: torch.device | str = "cpu") -> torch.Tensor:
     """``(R, size, size)`` float32: 1 for the pixels whose centre lies within each radius of the centre.
 
     The stamp centre is at 0-based ``((size - 1) / 2, (size - 1) / 2)``, so every mask is unchanged by
@@ -39,12 +38,12 @@ def aperture_masks(size: int, fractions: Sequence[float] = APERTURE_FRACTIONS,
 
     Args:
         size: stamp side in pixels.
-        fractions: radii as fractions of ``size``.
+        radii: aperture radii in pixels.
         device: where to build them.
     """
     u = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     r2 = u[None, :] ** 2 + u[:, None] ** 2
-    return torch.stack([(r2 <= (f * size) ** 2).to(torch.float32) for f in fractions])
+    return torch.stack([(r2 <= r**2).to(torch.float32) for r in radii])
 
 
 def aperture_photometry(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -65,35 +64,42 @@ class PhotometricEncoder(nn.Module):
 
     ``latent = encoder(x) + W p(x)`` with ``p`` the stretched aperture fluxes (module docstring). It
     reads the same normalised stamps as the encoder it wraps and recovers the flux through
-    ``normalizer.inverse``, so MoCo's momentum copy of it is a copy of both parts.
+    ``normalizer.inverse``, so MoCo's momentum copy of it is a copy of both parts. The radii are fixed
+    in pixels by the stamp size the model is built for; stamps of another size (``embed
+    --allow-size``) are measured in the same apertures about their own centre.
 
     Args:
         encoder: the convolutional encoder, ``(N, B, H, W)`` -> ``(N, latent_dim)``.
         normalizer: the model's flux normalisation (its sky sigma scales the fluxes).
         latent_dim: size of the latent.
-        size: stamp side in pixels.
-        fractions: aperture radii as fractions of the side.
+        size: stamp side in pixels the model is built for.
+        fractions: aperture radii as fractions of that side.
     """
-
-    masks: torch.Tensor
-    noise: torch.Tensor
 
     def __init__(self, encoder: nn.Module, normalizer: Normalizer, latent_dim: int, size: int,
                  fractions: Sequence[float] = APERTURE_FRACTIONS) -> None:
         super().__init__()
         self.encoder = encoder
         self.normalizer = normalizer
-        masks = aperture_masks(size, fractions)
-        self.register_buffer("masks", masks, persistent=False)
-        # sky noise in each aperture, per band: sigma_sky * sqrt(area)
-        noise = normalizer.sky_sigma.detach().clone()[:, None] * masks.sum(dim=(1, 2)).sqrt()[None, :]
-        self.register_buffer("noise", noise, persistent=False)
-        self.photometry = nn.Linear(noise.numel(), latent_dim)
+        self.radii = tuple(f * size for f in fractions)
+        self.photometry = nn.Linear(normalizer.sky_sigma.numel() * len(self.radii), latent_dim)
+        self._masks: dict[tuple[int, str], torch.Tensor] = {}
+
+    def apertures(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(R, size, size)`` masks (built once per size and device) and ``(B, R)`` sky noise in each,
+        ``sigma_sky sqrt(area)``, for stamps of side ``size``."""
+        key = (size, str(device))
+        if key not in self._masks:
+            self._masks[key] = aperture_masks(size, self.radii, device)
+        masks = self._masks[key]
+        sigma = self.normalizer.sky_sigma.to(device, torch.float32)
+        return masks, sigma[:, None] * masks.sum(dim=(1, 2)).sqrt()[None, :]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B * R)`` stretched aperture fluxes of normalised stamps ``x``."""
-        flux = aperture_photometry(self.normalizer.inverse(x.float()), self.masks)
-        return torch.asinh(flux / self.noise).flatten(1)
+        masks, noise = self.apertures(x.shape[-1], x.device)
+        flux = aperture_photometry(self.normalizer.inverse(x.float()), masks)
+        return torch.asinh(flux / noise).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B, H, W)`` normalised -> ``(N, latent_dim)``."""

@@ -39,7 +39,7 @@ def _moffat_stars(fwhm: float, fluxes: list[float], size: int = 64) -> torch.Ten
 
 
 def test_apertures_are_discs_of_the_stated_radii_and_symmetric():
-    masks = aperture_masks(64)
+    masks = aperture_masks(64, (4, 8, 12))
     areas = masks.sum(dim=(1, 2)).numpy()
     np.testing.assert_allclose(areas, [math.pi * r**2 for r in (4, 8, 12)], rtol=0.06)
     for element in range(8):  # unchanged by every flip and quarter turn of the stamp
@@ -47,7 +47,7 @@ def test_apertures_are_discs_of_the_stated_radii_and_symmetric():
 
 
 def test_aperture_photometry_sums_the_flux_inside():
-    masks = aperture_masks(32)
+    masks = aperture_masks(32, (2, 4, 6))
     images = torch.ones(2, 3, 32, 32)
     images[1] *= 2.5
     flux = aperture_photometry(images, masks)
@@ -59,7 +59,9 @@ def test_aperture_photometry_sums_the_flux_inside():
 def test_features_read_the_raw_flux_through_the_normalisation():
     encoder = _photometric()
     raw = _moffat_stars(3.6, [500.0, 900.0, 1500.0, 2000.0]) + torch.randn(1, 4, 64, 64)
-    expected = torch.asinh(aperture_photometry(raw, encoder.masks) / encoder.noise).flatten(1)
+    masks, noise = encoder.apertures(64, raw.device)
+    assert torch.allclose(noise, torch.tensor(SKY)[:, None] * masks.sum(dim=(1, 2)).sqrt())
+    expected = torch.asinh(aperture_photometry(raw, masks) / noise).flatten(1)
     assert torch.allclose(encoder.features(encoder.normalizer(raw)), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -86,3 +88,15 @@ def test_the_model_carries_photometry_unless_the_views_split_the_bands(objective
                                                                          photometry=False)), "griz", 16, SKY)
     assert not isinstance(off.encoder, PhotometricEncoder)
     assert model.encode(torch.randn(2, 4, 16, 16)).shape == (2, 8)
+
+
+def test_stamps_of_another_size_are_measured_in_the_same_apertures():
+    """Built for 64-pixel stamps (radii 4, 8, 12 px): a 48-pixel cutout of the same star gives the same
+    features (embed --allow-size)."""
+    encoder = _photometric(64)
+    assert encoder.radii == (4.0, 8.0, 12.0)
+    star = _moffat_stars(3.6, [500.0, 900.0, 1500.0, 2000.0])
+    cut = star[..., 8:56, 8:56]
+    whole, part = (encoder.features(encoder.normalizer(s)) for s in (star, cut))
+    assert torch.allclose(part, whole, atol=1e-4)
+    assert encoder(encoder.normalizer(cut)).shape == (1, 6)

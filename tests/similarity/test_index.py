@@ -58,7 +58,12 @@ def test_flat_index_from_embeddings_is_exact(tmp_path, store_path, model, metric
     neighbour_table(folder, k=5, chunk=7)  # 7 does not divide 48
     rows, dist = read_neighbour_table(folder)
     want_rows, want_dist = brute(x, np.arange(48), 5, metric)
-    np.testing.assert_array_equal(rows, want_rows)
+    # exact: the rows found are the k nearest; where two lie at the same distance (to float32
+    # precision), either order is exact
+    distance_of_found = brute(x, np.arange(48), 48, metric)
+    true_dist = np.take_along_axis(distance_of_found[1], np.argsort(distance_of_found[0], axis=1), 1)
+    np.testing.assert_allclose(np.take_along_axis(true_dist, rows, 1), want_dist, rtol=1e-5, atol=1e-6)
+    assert np.mean(rows == want_rows) > 0.95  # and nearly always in the same order
     np.testing.assert_allclose(dist, want_dist, rtol=1e-4, atol=1e-5)
 
 
