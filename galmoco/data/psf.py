@@ -63,8 +63,9 @@ def _log_moffat_mtf(x: Tensor) -> Tensor:
     if table is None or (table.numel() - 2) * _TABLE_STEP < x_max:
         size = max(2 * (0 if table is None else table.numel()), math.ceil(x_max / _TABLE_STEP) + 2, 4096)
         grid = torch.arange(size, dtype=torch.float64) * _TABLE_STEP
-        alpha = torch.tensor(_MOFFAT3_FWHM_PER_ALPHA / (2 * math.pi), dtype=torch.float64)
-        table = torch.log(moffat_mtf(grid, alpha)).to(torch.float32).to(x.device)
+        # the FWHM at which moffat_mtf's x equals its k
+        unit_fwhm = torch.tensor(_MOFFAT3_FWHM_PER_ALPHA / (2 * math.pi), dtype=torch.float64)
+        table = torch.log(moffat_mtf(grid, unit_fwhm)).to(torch.float32).to(x.device)
         _log_mtf_table[key] = table
     position = (x / _TABLE_STEP).reshape(-1)
     index = position.long()

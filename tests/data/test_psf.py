@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from galmoco.data.augment import AugmentConfig, GalaxyAugment
-from galmoco.data.psf import change_seeing, moffat_mtf
+from galmoco.data.psf import change_seeing, moffat_mtf, seeing_gain
 
 
 def _moffat_star(fwhm: float, size: int = 64, flux: float = 1000.0) -> torch.Tensor:
@@ -26,6 +26,17 @@ def test_moffat_mtf_is_galsims(fwhm):
     reference = [moffat.kValue(galsim.PositionD(2 * np.pi * v, 0)).real for v in k]
     got = moffat_mtf(torch.from_numpy(k), torch.tensor(fwhm)).numpy()
     np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-12)
+
+
+def test_seeing_gain_is_the_ratio_of_the_two_transforms():
+    """The tabulated transform, read once per distinct |k|, against the Bessel functions everywhere."""
+    ratio = torch.exp(0.3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(3)))
+    ky, kx = torch.fft.fftfreq(40, dtype=torch.float64), torch.fft.rfftfreq(40, dtype=torch.float64)
+    k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+    exact = moffat_mtf(k, 3.6 * ratio.double()[:, :, None, None]) / moffat_mtf(k, torch.tensor(3.6))
+    got = seeing_gain(ratio, 3.6, (40, 40), max_gain=3.0)
+    assert got.shape == (16, 4, 40, 21)
+    np.testing.assert_allclose(got.numpy(), exact.clamp(max=3.0).numpy(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("ratio", [1.3, 1.1, 0.9, 0.8])
