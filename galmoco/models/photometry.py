@@ -8,8 +8,8 @@ within circles of radius 1/16, 2/16 and 3/16 of the stamp side (4, 8 and 12 pixe
 arcsec, for a 64-pixel DES stamp) about the stamp centre, which is the object's centroid in the pose
 frame. Circles about the centre are unchanged by the eight flips and quarter turns of the stamp and,
 up to pixelisation, by any rotation; the largest holds almost all of a star's light at DES seeing.
-Measured on the simulated survey (docs/train.md): these fluxes alone find the second observation of
-98% of the stars and 99% of the galaxies with r < 20 at rank 1.
+Measured on the simulated survey (docs/train.md): these 12 fluxes alone, with no network, find the
+second observation of 0.88 of the stars and 0.94 of the galaxies with r < 20 at rank 1.
 
 Each flux is scaled to the sky noise in its aperture and stretched, ``asinh(F / (sigma_sky sqrt(A)))``
 (an aperture signal-to-noise on the same asinh scale as the pixels, Lupton et al. 1999).

@@ -78,8 +78,11 @@ def test_switches_turn_off_what_a_config_file_turns_on(tmp_path):
     assert (kept.model.head, kept.augment.aug_plus, kept.amp, kept.bank.softmax) == ("mlp", True, True, False)
     off = config_from_options(cfg, None, _parsed("--no-mlp", "--no-aug-plus", "--no-amp", "--softmax"))
     assert (off.model.head, off.augment.aug_plus, off.amp, off.bank.softmax) == ("linear", False, False, True)
-    on = config_from_options(None, None, _parsed("--mlp", "--checkpoint-every", "5", "--label-column", ""))
+    on = config_from_options(None, None, _parsed("--mlp", "--checkpoint-every", "5", "--label-column", "",
+                                                 "--pool", "1", "--frame", "none"))
     assert (on.model.head, on.checkpoint_every, on.label_column) == ("mlp", 5, "")
+    assert (on.model.pool, on.model.frame) == (1, "none")
+    assert config_from_options(None, None, _parsed()).model.pool is None
 
 
 def test_help_shows_the_config_defaults_and_its_choices():
