@@ -130,10 +130,10 @@ def segmentation_sky(image: np.ndarray, weight: np.ndarray | None, config: MaskC
         ``(H, W)`` bool, True on sky (no-data pixels included).
     """
     try:
-        import sep  # an optional dependency: the core trains without it on the other mask rules
+        import sep  # imported when used: the other mask rules and the rest of the package do without it
     except ImportError:
-        raise GalmocoError("the segmentation sky mask needs sep: pip install 'galmoco[sim]', or choose "
-                           "another mask rule") from None
+        raise GalmocoError("the segmentation sky mask needs sep, one of galmoco's dependencies: pip "
+                           "install sep, or choose another mask rule") from None
     det, nodata = _detection_image(image, weight)
     h, w = det.shape
     bkg = sep.Background(det, mask=nodata, bw=w, bh=h, fw=1, fh=1)

@@ -8,6 +8,7 @@ and ``attrs["n_written"]`` says which objects are safely on disk (written by
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -24,6 +25,9 @@ from galmoco.io.fits import Cutout
 from galmoco.io.store import BASE_DTYPE
 
 __all__ = ["PartialStore", "existing_partial_error"]
+
+#: what ``os.link`` raises on a file system without hard links (FAT: EPERM; others: not supported)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
 def existing_partial_error(path: Path, resume: bool) -> GalmocoError:
@@ -59,8 +63,9 @@ class PartialStore:
 
     A new partial is written and flushed under a temporary name, locked, then linked to its final name
     (``os.link`` fails when that exists: exclusive creation), so the ``.partial`` is a valid, resumable
-    file from the moment it appears. Its image datasets are created when the stamp shape is decided
-    (:meth:`set_shape`); a partial without them resumes from zero objects.
+    file from the moment it appears (without hard links: created exclusively and written in place).
+    Its image datasets are created when the stamp shape is decided (:meth:`set_shape`); a partial
+    without them resumes from zero objects.
     HDF5's own file locking is off for it (the ``flock`` is the lock, and HDF5's would conflict with it).
     """
 
@@ -82,6 +87,10 @@ class PartialStore:
     def create(cls, path: Path, bands: tuple[str, ...], pad: bool) -> PartialStore:
         """Create a new partial file exclusively (fails when ``path`` exists) and lock it.
 
+        On a file system without hard links (some network and FAT file systems) the name is created
+        exclusively and the file written in place; there a kill in the moment before its header is
+        flushed leaves a file that ``--resume`` reports as damaged.
+
         Args:
             path: the ``.partial`` file to create.
             bands: the bands packed, in order (stored as ``attrs["bands"]``).
@@ -93,13 +102,24 @@ class PartialStore:
         Raises:
             GalmocoError: when ``path`` exists (:func:`existing_partial_error`).
         """
+        attrs = {"bands": "".join(bands), "galmoco_version": __version__, "pad": pad, "complete": False,
+                 "n_written": 0}
+        try:
+            return cls._create_linked(path, attrs)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        return cls._create_in_place(path, attrs)
+
+    @classmethod
+    def _create_linked(cls, path: Path, attrs: dict) -> PartialStore:
+        """Write and lock the new file under a temporary name, then link it to ``path``."""
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         h5 = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             h5 = h5py.File(tmp, "w", locking=False)
-            h5.attrs.update({"bands": "".join(bands), "galmoco_version": __version__, "pad": pad,
-                             "complete": False, "n_written": 0})
+            h5.attrs.update(attrs)
             h5.flush()
             os.chmod(tmp, default_file_mode())
             try:
@@ -113,6 +133,27 @@ class PartialStore:
             raise
         finally:
             os.unlink(tmp)
+        return cls(path, fd, h5)
+
+    @classmethod
+    def _create_in_place(cls, path: Path, attrs: dict) -> PartialStore:
+        """Create ``path`` exclusively, lock it, then write the new file into it."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise existing_partial_error(path, resume=False) from None
+        h5 = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            h5 = h5py.File(path, "w", locking=False)
+            h5.attrs.update(attrs)
+            h5.flush()
+        except BaseException:
+            if h5 is not None:
+                h5.close()
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         return cls(path, fd, h5)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from astropy.table import Table
 from galmoco.cli import main
 from galmoco.errors import GalmocoError
 from galmoco.io.pack import pack_cutouts
+from galmoco.io.pack_store import PartialStore
 from galmoco.io.store import CutoutStore, read_catalog
 
 
@@ -133,6 +135,40 @@ def test_bad_inputs_and_partial_guards(tmp_path, writers):
         pack_cutouts(tmp_path / "job", tmp_path / "x.h5", resume=True)
     with pytest.raises(GalmocoError, match=r"no object could be packed"):
         pack_cutouts(tmp_path / "job", tmp_path / "y.h5", bands="y")
+
+
+def test_a_file_system_without_hard_links_packs_alike(tmp_path, writers, monkeypatch):
+    """``os.link`` fails as on FAT (EPERM; no such file system can be mounted here): the partial is
+    created in place, still exclusively and locked, and the store equals one packed with links."""
+    _job(tmp_path / "job", writers, 3)
+    pack_cutouts(tmp_path / "job", tmp_path / "linked.h5", workers=1)
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted", str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "link", no_links)
+    pack_cutouts(tmp_path / "job", tmp_path / "inplace.h5", workers=1)
+    with CutoutStore(tmp_path / "linked.h5") as a, CutoutStore(tmp_path / "inplace.h5") as b:
+        assert np.array_equal(a.read_batch(np.arange(3)), b.read_batch(np.arange(3)))
+        assert list(a.catalog["id"]) == list(b.catalog["id"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inplace.h5", "job", "linked.h5"]
+    partial = tmp_path / "x.h5.partial"
+    first = PartialStore.create(partial, ("g",), pad=False)
+    try:
+        with pytest.raises(GalmocoError, match=r"x\.h5\.partial: another galmoco pack is writing this file"):
+            PartialStore.create(partial, ("g",), pad=False)
+        with h5py.File(partial, "r", locking=False) as f:
+            assert f.attrs["bands"] == "g" and f.attrs["n_written"] == 0
+    finally:
+        first.close()
+
+    def broken_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "link", broken_links)
+    with pytest.raises(OSError, match="Input/output error"):
+        PartialStore.create(tmp_path / "y.h5.partial", ("g",), pad=False)
+    assert not (tmp_path / "y.h5.partial").exists()
 
 
 def test_resume_requires_the_same_options(tmp_path, writers):
