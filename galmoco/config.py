@@ -236,11 +236,9 @@ class TrainConfig:
                                  objective=self.objective)
 
     def augment_config(self) -> AugmentConfig:
-        """``augment`` with ``rotate: None`` resolved: on only in the D4 frame. The pose frame (``o2``)
-        undoes a view's turn, so it would only cost time and smooth the noise; without a frame
-        (``none``) the bilinear turn's smoothed, reflection-padded views cost placement of flips, quarter
-        turns, turns by any angle and second observations alike (docs/train.md, docs/data.md)."""
-        rotate = self.model.frame == "d4" if self.augment.rotate is None else self.augment.rotate
+        """``augment`` with ``rotate: None`` resolved: off in the pose frame (``o2`` undoes a view's turn,
+        so it would only cost time and smooth the noise; docs/data.md), on for the other frames."""
+        rotate = self.model.frame != "o2" if self.augment.rotate is None else self.augment.rotate
         return dataclasses.replace(self.augment, rotate=rotate)
 
     def validate(self) -> TrainConfig:
@@ -255,7 +253,7 @@ class TrainConfig:
             (self.model.head != "identity" or self.model.head_dim == self.model.latent_dim, "model.proj_dim",
              "unset or model.latent_dim with model.head identity (InfoNCE on the latent itself)"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
-            (self.model.pool is None or self.model.pool >= 1, "model.pool", "unset or at least 1"),
+            (self.model.pool >= 1, "model.pool", "at least 1"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
             (self.epochs >= 1, "epochs", "at least 1"),

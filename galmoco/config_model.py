@@ -23,8 +23,8 @@ class ModelConfig:
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
         pool: side of the map the conv encoder average-pools its last stage to: 4, where the light is
             survives (the best reconstruction); 1, global average pooling, only what the channels
-            encode (flips and turns are far easier to learn without a frame); ``None``: 1 with
-            ``frame: none``, 4 otherwise (:attr:`pool_side`; docs/train.md measures both).
+            encode (docs/train.md: without a frame it learns flips better on the demo's faint
+            galaxies, not on large bright ones, and reconstructs worse on both).
         head: projection head: ``"identity"`` (default: InfoNCE on the latent itself, the space
             placement reads; docs/train.md measures it), ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
         proj_dim: output size of the projection head; ``None``: ``latent_dim`` (:attr:`head_dim`).
@@ -40,19 +40,11 @@ class ModelConfig:
     arch: str = "conv"
     latent_dim: int = 128
     widths: tuple[int, ...] = (16, 32, 64, 128)
-    pool: int | None = None
+    pool: int = 4
     head: str = "identity"
     proj_dim: int | None = None
     frame: str = "o2"
     photometry: bool = True
-
-    @property
-    def pool_side(self) -> int:
-        """``pool``, or when unset 1 without a frame (the latent must learn the invariance) and 4 in a
-        frame (which gives it, so the latent keeps where the light is for the decoder)."""
-        if self.pool is not None:
-            return self.pool
-        return 1 if self.frame == "none" else 4
 
     @property
     def head_dim(self) -> int:

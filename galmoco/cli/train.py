@@ -99,7 +99,7 @@ OPTIONS: tuple[Option, ...] = (
            "identity)"),
     Option("--aug-plus/--no-aug-plus", "augment.aug_plus", "Stronger augmentations (MoCo v2 aug+)."),
     Option("--rotate/--no-rotate", "augment.rotate", "Turn each view by a random angle.",
-           default="on with --frame d4, off otherwise (docs/train.md)"),
+           default="off with --frame o2 (the pose frame undoes turns), on otherwise"),
     Option("--split-noise/--shared-noise", "augment.split_noise",
            "Give the two views of a pair independent noise fields (recorrupted pair), as a second "
            "observation has; or let both keep the stored noise."),
@@ -119,8 +119,7 @@ OPTIONS: tuple[Option, ...] = (
            "none: the stamp as it is (the original study).", click.Choice(FRAMES)),
     Option("--pool", "model.pool", "conv encoder: side of the map its last stage is average-pooled to. 4 "
            "keeps where the light is (the best reconstruction); 1 (global pooling) leaves only what the "
-           "channels encode, the most invariant latent without a frame (docs/train.md).",
-           click.IntRange(min=1), default="1 with --frame none, 4 otherwise"),
+           "channels encode (docs/train.md measures both without a frame).", click.IntRange(min=1)),
     Option("--photometry/--no-photometry", "model.photometry",
            "Add a linear map of the stamp's aperture fluxes (radii 1/16, 2/16, 3/16 of the side) to the "
            "latent, or leave the latent to the convolutional encoder alone."),

@@ -56,9 +56,9 @@ class GalaxyModel(nn.Module):
         if config.views is not None:  # one encoder per band group (cmc); the latent is their concatenation
             views = parse_views(config.views, self.bands)
             self.encoder: nn.Module = CMCEncoder(
-                views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool_side))
+                views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool))
         else:
-            self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths, m.pool_side)
+            self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths, m.pool)
             if m.photometry:  # not for cmc, whose views must not share the colours
                 self.encoder = PhotometricEncoder(self.encoder, self.normalizer, m.latent_dim,
                                                   self.image_size)

@@ -73,6 +73,5 @@ def test_model_latent_invariant_and_reconstruction_equivariant(frame):
             recon_gaps.append(float((model.reconstruct(moved) - apply_symmetry(recon, name)).abs().max()))
     if frame == "d4":  # the same pixels reach the encoder: the same latent, the drawing turned alike
         assert max(gaps) < 1e-5 and max(recon_gaps) < 1e-5
-    else:  # a random network is far from invariant (global pooling, the default without a frame,
-        # brings it to a few 1e-3, still hundreds of times the frame's gaps)
-        assert min(gaps) > 1e-3
+    else:  # a random network is far from invariant
+        assert min(gaps) > 1e-2

@@ -82,7 +82,7 @@ def test_switches_turn_off_what_a_config_file_turns_on(tmp_path):
                                                  "--pool", "1", "--frame", "none"))
     assert (on.model.head, on.checkpoint_every, on.label_column) == ("mlp", 5, "")
     assert (on.model.pool, on.model.frame) == (1, "none")
-    assert config_from_options(None, None, _parsed()).model.pool is None
+    assert config_from_options(None, None, _parsed()).model.pool == 4
 
 
 def test_help_shows_the_config_defaults_and_its_choices():
