@@ -57,6 +57,23 @@ def existing_partial_error(path: Path, resume: bool) -> GalmocoError:
     return GalmocoError(f"{path}: an interrupted pack is here; continue it with --resume or delete it")
 
 
+def _new_partial(fd: int, file: str | Path, attrs: dict) -> h5py.File:
+    """Lock ``fd`` (open on ``file``) and write a new, empty partial store with ``attrs`` into ``file``;
+    on failure both are closed."""
+    h5 = None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        h5 = h5py.File(file, "w", locking=False)
+        h5.attrs.update(attrs)
+        h5.flush()
+        return h5
+    except BaseException:
+        if h5 is not None:
+            h5.close()
+        os.close(fd)
+        raise
+
+
 class PartialStore:
     """The partial HDF5 file being appended to, locked (``flock``) by this process from its creation to
     its rename, so a second pack on the same output is refused instead of truncating it.
@@ -115,25 +132,19 @@ class PartialStore:
     def _create_linked(cls, path: Path, attrs: dict) -> PartialStore:
         """Write and lock the new file under a temporary name, then link it to ``path``."""
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        h5 = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            h5 = h5py.File(tmp, "w", locking=False)
-            h5.attrs.update(attrs)
-            h5.flush()
-            os.chmod(tmp, default_file_mode())
+            store = cls(path, fd, _new_partial(fd, tmp, attrs))
             try:
+                os.chmod(tmp, default_file_mode())
                 os.link(tmp, path)
-            except FileExistsError:
-                raise existing_partial_error(path, resume=False) from None
-        except BaseException:
-            if h5 is not None:
-                h5.close()
-            os.close(fd)
-            raise
+            except BaseException as exc:
+                store.close()
+                if isinstance(exc, FileExistsError):
+                    raise existing_partial_error(path, resume=False) from None
+                raise
         finally:
             os.unlink(tmp)
-        return cls(path, fd, h5)
+        return store
 
     @classmethod
     def _create_in_place(cls, path: Path, attrs: dict) -> PartialStore:
@@ -142,19 +153,11 @@ class PartialStore:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             raise existing_partial_error(path, resume=False) from None
-        h5 = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            h5 = h5py.File(path, "w", locking=False)
-            h5.attrs.update(attrs)
-            h5.flush()
+            return cls(path, fd, _new_partial(fd, path, attrs))
         except BaseException:
-            if h5 is not None:
-                h5.close()
-            os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        return cls(path, fd, h5)
 
     @classmethod
     def resume(cls, path: Path) -> PartialStore:
