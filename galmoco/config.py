@@ -249,11 +249,16 @@ class TrainConfig:
             (self.model.arch in ARCHS, "model.arch", one_of(ARCHS)),
             (self.model.head in HEADS, "model.head", one_of(HEADS)),
             (self.model.frame in FRAMES, "model.frame", one_of(FRAMES)),
+            (self.model.draw_frame in (None, self.model.frame) or self.model.frame == "none"
+             and self.model.draw_frame in FRAMES, "model.draw_frame",
+             one_of(FRAMES) if self.model.frame == "none" else
+             f"unset or {self.model.frame!r}, the encoder's frame (only model.frame none draws in another)"),
             (self.model.latent_dim > 0 and self.model.head_dim > 0, "model.latent_dim", "positive sizes"),
             (self.model.head != "identity" or self.model.head_dim == self.model.latent_dim, "model.proj_dim",
              "unset or model.latent_dim with model.head identity (InfoNCE on the latent itself)"),
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
-            (self.model.pool >= 1, "model.pool", "at least 1"),
+            (isinstance(self.model.pool, int) and self.model.pool >= 1, "model.pool",
+             "an integer, at least 1"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
             (self.epochs >= 1, "epochs", "at least 1"),

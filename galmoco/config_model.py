@@ -23,18 +23,26 @@ class ModelConfig:
             ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
         pool: side of the map the conv encoder average-pools its last stage to: 4, where the light is
             survives (the best reconstruction); 1, global average pooling, only what the channels
-            encode (docs/train.md: without a frame it learns flips better on the demo's faint
-            galaxies, not on large bright ones, and reconstructs worse on both).
+            encode (docs/train.md: without a frame its latent learns the flips less well).
         head: projection head: ``"identity"`` (default: InfoNCE on the latent itself, the space
             placement reads; docs/train.md measures it), ``"linear"`` (MoCo v1) or ``"mlp"`` (v2).
         proj_dim: output size of the projection head; ``None``: ``latent_dim`` (:attr:`head_dim`).
         photometry: add a linear map of the stamp's aperture fluxes to the latent
             (``galmoco.models.photometry``: what identifies a star or a compact galaxy when the seeing
-            changes; not with ``cmc``, whose views must not share the colours).
+            changes; not with ``cmc``, whose views must not share the colours). ``None``
+            (:attr:`has_photometry`): on in a frame, off without one. Its discs are centred on the
+            stamp, so this part of the latent is exactly unchanged by the flips and quarter turns: an
+            untrained network with it already ranks every flipped copy first (docs/train.md), and
+            without a frame, the study's setting, the invariance is meant to be learned.
         frame: the frame the encoder reads each stamp in and the decoder draws in: ``"o2"``, its pose
             frame (``galmoco.models.pose``: the same latent, up to interpolation and noise, for turns by
             any angle, flips and shifts); ``"d4"``, its canonical D4 frame (``galmoco.models.canonical``:
             exact for flips and quarter turns); ``"none"``, as given (invariance is learned).
+        draw_frame: the frame the decoder draws in (:attr:`decoder_frame`); ``None``: the encoder's
+            ``frame``, and ``"o2"`` without one. Only ``frame: none`` may set another. With ``none``
+            and ``o2`` the encoder reads the stamp as given and the decoder draws in the stamp's pose
+            frame, so the orientation reaches the drawing without passing through the latent: an
+            invariant content vector plus a pose (docs/train.md measures it against drawing as given).
     """
 
     arch: str = "conv"
@@ -44,7 +52,21 @@ class ModelConfig:
     head: str = "identity"
     proj_dim: int | None = None
     frame: str = "o2"
-    photometry: bool = True
+    draw_frame: str | None = None
+    photometry: bool | None = None
+
+    @property
+    def has_photometry(self) -> bool:
+        """Whether the latent has the photometric part: ``photometry``, or by default in a frame only."""
+        return self.frame != "none" if self.photometry is None else self.photometry
+
+    @property
+    def decoder_frame(self) -> str:
+        """The frame the decoder draws in: ``draw_frame``, or by default the encoder's ``frame``, and the
+        pose frame (``"o2"``) when the encoder has none."""
+        if self.draw_frame is not None:
+            return self.draw_frame
+        return "o2" if self.frame == "none" else self.frame
 
     @property
     def head_dim(self) -> int:

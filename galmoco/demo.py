@@ -20,8 +20,8 @@ from astropy.table import Table
 
 from galmoco.errors import GalmocoError
 
-__all__ = ["DEMO_ANGLES", "DEMO_EPOCHS", "DEMO_RECIPE", "DEMO_RUNS", "DemoResult", "breakdown_table",
-           "demo_config", "headline_table", "run_demo"]
+__all__ = ["DEMO_ANGLES", "DEMO_EPOCHS", "DEMO_RECIPE", "DEMO_RUNS", "STUDY_RANK", "DemoResult",
+           "breakdown_table", "demo_config", "demo_runs", "headline_table", "run_demo", "symmetry_table"]
 
 #: the two runs the demo compares: the reconstruction-only baseline and the default objective
 DEMO_RUNS: tuple[str, ...] = ("ae", "moco-ae")
@@ -34,6 +34,10 @@ STAMP = 64
 DEMO_ANGLES = (30.0, 45.0)
 #: the rows of the brightness breakdown: a random turn and the second observation
 BREAKDOWN_ROWS = ("rotrand", "observed_again")
+#: the original study's histogram bin: the fraction of flipped copies placed within this rank
+STUDY_RANK = 40
+#: r-band magnitude below which the study's setting is read apart (the bright, resolved galaxies)
+BRIGHT_MAG_R = 20.0
 
 
 @dataclass
@@ -44,7 +48,8 @@ class DemoResult:
         out: the demo folder; report: ``out/report.html``; store: the packed dataset (first
         observation); headline: one row per transform (and the second observation) with the rank-1
         fraction and median rank of each run, then the reconstruction errors (see
-        :func:`headline_table`); breakdown: :func:`breakdown_table`; seconds: wall time per stage.
+        :func:`headline_table`); breakdown: :func:`breakdown_table`; seconds: wall time per stage;
+        symmetry: :func:`symmetry_table` (the original study's reading of the flips and quarter turns).
     """
 
     out: Path
@@ -54,6 +59,7 @@ class DemoResult:
     reconstruction: Table
     breakdown: Table
     seconds: dict[str, float] = field(default_factory=dict)
+    symmetry: Table | None = None
 
 
 #: training epochs of each demo run (about 4 minutes each for 2,000 galaxies on 2 CPU cores)
@@ -64,14 +70,28 @@ DEMO_EPOCHS = 20
 DEMO_RECIPE = {"batch_size": 32}
 
 
-def demo_config(objective: str, n: int, epochs: int | None = None, device: str = "auto", seed: int = 0):
+def demo_runs(frame: str | None = None) -> tuple[str, ...]:
+    """The run folders of the demo: :data:`DEMO_RUNS`, suffixed ``-<frame>`` for another encoder frame than
+    the library's default (``galmoco demo --frame none``: ``ae-none``, ``moco-ae-none``), so the runs of
+    both frames can share one demo folder, its survey and its datasets."""
+    from galmoco.config import ModelConfig
+
+    if frame is None or frame == ModelConfig.frame:
+        return DEMO_RUNS
+    return tuple(f"{run}-{frame}" for run in DEMO_RUNS)
+
+
+def demo_config(objective: str, n: int, epochs: int | None = None, device: str = "auto", seed: int = 0,
+                frame: str | None = None):
     """The training configuration of one demo run: the library defaults with :data:`DEMO_RECIPE`,
-    ``epochs`` (default :data:`DEMO_EPOCHS`), ``device`` and ``seed``; the batch shrinks further (to a
-    multiple of the split-BN splits) when ``n`` objects would give fewer than 8 steps per epoch."""
+    ``epochs`` (default :data:`DEMO_EPOCHS`), ``device``, ``seed`` and the encoder's ``frame`` (default:
+    the library's); the batch shrinks further (to a multiple of the split-BN splits) when ``n`` objects
+    would give fewer than 8 steps per epoch."""
     from galmoco.config import TrainConfig, apply_overrides
 
+    recipe = DEMO_RECIPE if frame is None else {**DEMO_RECIPE, "model.frame": frame}
     config = apply_overrides(TrainConfig(objective=objective, device=device, seed=seed,
-                                         epochs=epochs or DEMO_EPOCHS), DEMO_RECIPE)
+                                         epochs=epochs or DEMO_EPOCHS), recipe)
     n_train = int(n * (1 - config.val_fraction))
     splits = config.moco.bn_splits
     if n_train < 8 * config.batch_size:
@@ -94,6 +114,7 @@ def run_demo(
     seed: int = 0,
     workers: int = 2,
     echo: Callable[[str], None] = print,
+    frame: str | None = None,
 ) -> DemoResult:
     """Run the main job on a simulated survey and write ``out/report.html``.
 
@@ -105,6 +126,9 @@ def run_demo(
         seed: seeds the survey and the training runs.
         workers: processes for simulation and packing.
         echo: where progress lines go.
+        frame: the encoder's frame (``model.frame``) of both runs; default the library's (``o2``).
+            Another frame trains into :func:`demo_runs`'s folders and writes ``out/report-<frame>.html``:
+            ``none`` is the original study's setting, where the invariance to flips must be learned.
 
     Returns:
         A :class:`DemoResult`.
@@ -134,10 +158,11 @@ def run_demo(
         _pack(folder, path, workers, echo)
     seconds["pack"] = time.perf_counter() - t0
 
-    for objective in DEMO_RUNS:
+    runs = demo_runs(frame)
+    for objective, run in zip(DEMO_RUNS, runs, strict=True):
         t0 = time.perf_counter()
-        run_dir = out / objective
-        config = demo_config(objective, n, epochs, device, seed)
+        run_dir = out / run
+        config = demo_config(objective, n, epochs, device, seed, frame)
         done = _epochs_done(run_dir)
         if done >= config.epochs:
             echo(f"[3/4] {objective}: reusing {run_dir}")
@@ -147,17 +172,18 @@ def run_demo(
         seconds[f"train {objective}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    report = out / "report.html"
+    report = out / ("report.html" if runs == DEMO_RUNS else f"report-{frame}.html")
     echo(f"[4/4] embedding, placement, probes and report -> {report}")
-    for r in DEMO_RUNS:
+    for r in runs:
         if find_embeddings(out / r) is None:
             embed_store(out / r, store, out / r / EMBEDDINGS, transforms=True, device=device,
                         angles=DEMO_ANGLES, seed=seed)
-    build_report([out / r for r in DEMO_RUNS], report, store=store, device=device, seed=seed,
+    build_report([out / r for r in runs], report, store=store, device=device, seed=seed,
                  exclude_column=EXCLUDE[0], exclude_value=EXCLUDE[1], observed_again=again)
     seconds["report"] = time.perf_counter() - t0
-    headline, recon = headline_table(out, DEMO_RUNS)
-    return DemoResult(out, report, store, headline, recon, breakdown_table(out, DEMO_RUNS), seconds)
+    headline, recon = headline_table(out, runs)
+    return DemoResult(out, report, store, headline, recon, breakdown_table(out, runs), seconds,
+                      symmetry_table(out, runs))
 
 
 def _pack(folder: Path, store: Path, workers: int, echo: Callable[[str], None]) -> None:
@@ -226,3 +252,31 @@ def breakdown_table(out: str | Path, runs: tuple[str, ...] = DEMO_RUNS, column: 
         pivot.add_column([run] * len(pivot), name="run", index=0)
         parts.append(pivot)
     return vstack(parts)
+
+
+def symmetry_table(out: str | Path, runs: tuple[str, ...] = DEMO_RUNS, rank: int = STUDY_RANK,
+                   bright: float = BRIGHT_MAG_R) -> Table:
+    """The original study's reading of the 7 flips and quarter turns, pooled over the seven, per run,
+    from each run's ``placement_ranks.fits``.
+
+    Returns:
+        Columns ``run``, ``rank1`` (fraction of copies ranked 1st), ``rank1_bright`` (the same for
+        ``mag_r < bright``), ``within_rank`` (fraction ranked ``rank`` or better, the study's histogram
+        bin) and ``n`` (galaxies placed); ``meta["rank"]`` and ``meta["bright"]`` hold the two limits.
+    """
+    import numpy as np
+
+    from galmoco.data.transforms import TRANSFORMS
+
+    table = Table(names=("run", "rank1", "rank1_bright", "within_rank", "n"),
+                  dtype=(str, float, float, float, int), meta={"rank": rank, "bright": bright})
+    for run in runs:
+        path = Path(out) / run / "placement_ranks.fits"
+        if not path.is_file():
+            raise GalmocoError(f"{path}: missing; run the report step first")
+        ranks_table = Table.read(path)
+        ranks = np.stack([np.asarray(ranks_table[t]) for t in TRANSFORMS])
+        is_bright = np.asarray(ranks_table["mag_r"], dtype=float) < bright
+        table.add_row((run, np.mean(ranks == 1), np.mean(ranks[:, is_bright] == 1),
+                       np.mean(ranks <= rank), len(ranks_table)))
+    return table

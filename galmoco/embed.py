@@ -149,7 +149,7 @@ def stamp_snr(images: torch.Tensor) -> torch.Tensor:
     return torch.where(noise > 0, flux / noise, torch.full_like(flux, float("nan")))
 
 
-def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev: torch.device,
+def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev: str | torch.device,
                   transforms: Sequence[str] = (), with_projection: bool = False,
                   rows: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """One batch of ``(N, B, H, W)`` stamps in the store's flux units; column name -> ``(N, ...)``.
@@ -159,7 +159,7 @@ def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev
     Args:
         model: a loaded ``GalaxyModel``.
         images: the stamps.
-        dev: where the model runs.
+        dev: where the model runs (``"cpu"``, ``"cuda:0"`` or a ``torch.device``).
         transforms: names of the transformed copies to encode (``latent_<name>``,
             :func:`galmoco.data.transforms.placement_transforms`).
         with_projection: also the projection head's output (``projection``, ``projection_<name>``).
@@ -171,6 +171,7 @@ def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev
         ``latent`` (and ``projection``) float32 ``(N, D)``, ``stamp_snr`` ``(N,)``, the copies'
         columns, and ``angle_rotrand`` (degrees) when ``rotrand`` is among ``transforms``.
     """
+    dev = torch.device(dev)
     cuda = dev.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     out: dict[str, np.ndarray] = {}

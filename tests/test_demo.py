@@ -14,7 +14,7 @@ import pytest
 from astropy.table import Table
 from nbclient import NotebookClient
 
-from galmoco.demo import DEMO_RUNS, breakdown_table, headline_table
+from galmoco.demo import DEMO_RUNS, STUDY_RANK, breakdown_table, demo_runs, headline_table, symmetry_table
 from galmoco.embed import read_embeddings
 from galmoco.fetch.manifest import read_manifest
 from galmoco.fetch.standin import DesAccessServer, running
@@ -100,6 +100,37 @@ def test_demo_rerun_reuses_finished_stages(demo_run):
     assert "survey: reusing" in proc.stdout and "dataset: reusing" in proc.stdout
     assert "moco-ae: reusing" in proc.stdout
     assert (out / "moco-ae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_demo_in_the_study_setting_learns_the_flips_beside_the_default_runs(demo_run):
+    """``--frame none`` trains its own two runs in the same folder (survey and datasets reused, the
+    default runs untouched) and prints the study's reading of the flips, as its files hold it."""
+    out, _ = demo_run
+    stamp = (out / "moco-ae" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    proc = subprocess.run([sys.executable, "-m", "galmoco", "demo", "--out", str(out), "--n", "160",
+                           "--epochs", "1", "--device", "cpu", "--workers", "1", "--frame", "none"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "survey: reusing" in proc.stdout and "dataset: reusing" in proc.stdout
+    assert (out / "moco-ae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+    runs = demo_runs("none")
+    assert runs == ("ae-none", "moco-ae-none") and (out / "report-none.html").is_file()
+    for run in runs:
+        config = (out / run / "config.yaml").read_text()
+        assert "frame: none" in config and "draw_frame: null" in config and "photometry: null" in config
+    symmetry = symmetry_table(out, runs)
+    placement, _ = headline_table(out, runs)
+    for row in symmetry:  # pooled over the seven: the mean of the seven rank-1 fractions of the summary
+        assert row["rank1"] == pytest.approx(np.mean(placement[f"rank1_{row['run']}"][:7]), abs=1e-9)
+        ranks = Table.read(out / row["run"] / "placement_ranks.fits")
+        seven = np.stack([np.asarray(ranks[t]) for t in placement["transform"][:7]])
+        assert row["within_rank"] == pytest.approx(np.mean(seven <= STUDY_RANK))
+        bright = np.asarray(ranks["mag_r"]) < 20
+        assert row["rank1_bright"] == pytest.approx(np.mean(seven[:, bright] == 1))
+        printed = f"{row['run']} {row['rank1']:.3f} / {row['rank1_bright']:.3f}, {row['within_rank']:.3f}"
+        assert printed in proc.stdout
+    assert "Pipeline check" not in proc.stdout and "model.frame: none" in proc.stdout
 
 
 def _execute(name: str, cwd: Path, env: dict[str, str]) -> nbformat.NotebookNode:

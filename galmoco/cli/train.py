@@ -117,12 +117,16 @@ OPTIONS: tuple[Option, ...] = (
            "(centroid, position angle, skew signs), so flips and turns by any angle give nearly the same "
            "latent; d4: its canonical flip/quarter-turn frame (exact for the 8 symmetries of the square); "
            "none: the stamp as it is (the original study).", click.Choice(FRAMES)),
+    Option("--draw-frame", "model.draw_frame", "With --frame none: the frame the decoder draws in. o2: the "
+           "stamp's pose frame, so the latent need not keep the orientation for the drawing; none: the "
+           "stamp as given.", click.Choice(FRAMES), default="the encoder's frame; o2 with --frame none"),
     Option("--pool", "model.pool", "conv encoder: side of the map its last stage is average-pooled to. 4 "
            "keeps where the light is (the best reconstruction); 1 (global pooling) leaves only what the "
            "channels encode (docs/train.md measures both without a frame).", click.IntRange(min=1)),
     Option("--photometry/--no-photometry", "model.photometry",
            "Add a linear map of the stamp's aperture fluxes (radii 1/16, 2/16, 3/16 of the side) to the "
-           "latent, or leave the latent to the convolutional encoder alone."),
+           "latent, or leave the latent to the convolutional encoder alone.",
+           default="--photometry with --frame o2 or d4, --no-photometry with none"),
     Option("--mask-rule", "mask.rule", "Sky mask rule for the reconstruction loss.", click.Choice(RULES)),
     Option("--sky-weight", "mask.sky_weight", "Loss weight of sky pixels.", click.FloatRange(min=0)),
     Option("--norm", "normalize.method", "Flux normalisation.", click.Choice(METHODS)),

@@ -59,7 +59,7 @@ class GalaxyModel(nn.Module):
                 views, lambda c: build_encoder(m.arch, c, m.latent_dim // len(views), m.widths, m.pool))
         else:
             self.encoder = build_encoder(m.arch, n_bands, m.latent_dim, m.widths, m.pool)
-            if m.photometry:  # not for cmc, whose views must not share the colours
+            if m.has_photometry:  # not for cmc, whose views must not share the colours
                 self.encoder = PhotometricEncoder(self.encoder, self.normalizer, m.latent_dim,
                                                   self.image_size)
         self.head = ProjectionHead(m.latent_dim, m.head_dim, m.head) if config.projects else None
@@ -73,6 +73,11 @@ class GalaxyModel(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Raw store images ``(N, B, H, W)`` (flux units) to the network's input space."""
         return self.normalizer(images)
+
+    @property
+    def draw_frame(self) -> str:
+        """The frame the decoder draws in (:attr:`~galmoco.config.ModelConfig.decoder_frame`)."""
+        return self.config.model.decoder_frame
 
     def canonicalize(self, x: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised stamps in the frame the encoder reads: their canonical D4 frame with
@@ -90,10 +95,10 @@ class GalaxyModel(nn.Module):
         return apply_symmetry_index(x, frame) if kind == "d4" else to_pose_frame(x, frame)[0]
 
     def frame(self, x: torch.Tensor) -> torch.Tensor | None:
-        """What takes each normalised stamp to the encoder's frame: a D4 element ``(N,)`` int64 with
-        ``model.frame: d4``, an affine map ``(N, 2, 3)`` with ``o2``, ``None`` without a frame;
-        :meth:`decode` undoes it."""
-        kind = self.config.model.frame
+        """What takes each normalised stamp to the frame the decoder draws in (:attr:`draw_frame`, which
+        is also the encoder's unless ``model.frame`` is ``none``): a D4 element ``(N,)`` int64 for
+        ``d4``, an affine map ``(N, 2, 3)`` for ``o2``, ``None`` for ``none``; :meth:`decode` undoes it."""
+        kind = self.draw_frame
         if kind == "none":
             return None
         return canonical_frame(x) if kind == "d4" else pose_frame(x)
@@ -133,7 +138,7 @@ class GalaxyModel(nn.Module):
         drawn = self.decoder(latent)
         if frame is None:
             return drawn
-        if self.config.model.frame == "d4":
+        if self.draw_frame == "d4":
             return from_canonical(drawn, frame)
         return from_pose_frame(drawn, frame)
 

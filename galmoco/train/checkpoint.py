@@ -64,10 +64,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise GalmocoError(f"{path}: not a galmoco checkpoint (no model/config entries)")
     # what checkpoints of earlier versions lack or hold: model.frame (then stamps were read as given),
-    # model.photometry (then the latent had no photometric part), augment.psf_change (a training-only
-    # option that augment.seeing_scatter replaced)
+    # model.draw_frame (then the decoder drew in the encoder's frame), model.photometry (then the latent
+    # had no photometric part), augment.psf_change (a training-only option that augment.seeing_scatter
+    # replaced)
     model = state["config"].setdefault("model", {})
     model.setdefault("frame", "none")
+    model.setdefault("draw_frame", model["frame"])
     model.setdefault("photometry", False)
     state["config"].get("augment", {}).pop("psf_change", None)
     return state

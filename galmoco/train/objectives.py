@@ -210,7 +210,7 @@ class MocoAEObjective(MocoObjective):
         geometry = q_params if self.config.recon_target == "view" else None
         # the pose frame of the query view also holds for its noise-free target (the same geometry);
         # the D4 frame's exact choice is taken from the target itself, as the target is drawn in it
-        frame = q_frame if geometry is not None and self.config.model.frame == "o2" else None
+        frame = q_frame if geometry is not None and self.model.draw_frame == "o2" else None
         recon = self.reconstruction_loss(latent, batch, geometry, mixing, frame)
         total = self.config.alpha * nce + self.config.beta * recon
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from galmoco.data.transforms import PLACEMENT_TRANSFORMS, apply_transform, galaxy_seeds, random_angles
-from galmoco.embed import embed_store, read_embeddings, stamp_snr
+from galmoco.embed import embed_store, encode_images, read_embeddings, stamp_snr
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutStore, read_catalog
 from galmoco.io.tables import write_table
@@ -39,6 +39,16 @@ def test_embed_equals_direct_model_call(tmp_path, store_path, model, suffix):
     np.testing.assert_array_equal(table["ra"], catalog["ra"])
     assert list(table["class"]) == list(catalog["class"])
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_encode_images_takes_the_device_by_name(store_path, model):
+    with CutoutStore(store_path) as store:
+        images = store.images[:6]
+    by_name = encode_images(model, images, "cpu", transforms=["flip1"])
+    by_device = encode_images(model, images, torch.device("cpu"), transforms=["flip1"])
+    assert by_name.keys() == by_device.keys() >= {"latent", "latent_flip1", "stamp_snr"}
+    np.testing.assert_array_equal(by_name["latent"], by_device["latent"])
+    assert by_name["latent"].shape == (6, 8)
 
 
 def test_embed_without_extras_has_only_latent(tmp_path, store_path, model):

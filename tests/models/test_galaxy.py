@@ -70,3 +70,23 @@ def test_a_checkpoint_of_an_earlier_version_loads_as_it_was_trained(tmp_path):
     images = torch.randn(3, 2, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded.encode(images), trained.encode(images))
+
+
+def test_an_earlier_checkpoint_without_a_frame_still_draws_as_given(tmp_path):
+    """Written before model.draw_frame, a ``frame: none`` model drew the stamp as given (and had the
+    photometric part); a new one draws in the pose frame, without it, unless told otherwise."""
+    old = TrainConfig(objective="ae", model=ModelConfig(widths=(8, 16), latent_dim=8, frame="none",
+                                                        draw_frame="none", photometry=True))
+    torch.manual_seed(0)
+    trained = GalaxyModel(old, "gr", 16, [0.5, 0.5]).eval()
+    config = config_to_dict(old)
+    del config["model"]["draw_frame"]
+    path = save_checkpoint({"model": trained.state_dict(), "config": config, "bands": "gr", "image_size": 16,
+                            "sky_sigma": [0.5, 0.5]}, tmp_path / "last.pt")
+    loaded = load_model(path)
+    assert (loaded.draw_frame, loaded.config.model.has_photometry) == ("none", True)
+    new = TrainConfig(model=ModelConfig(frame="none")).model
+    assert (new.decoder_frame, new.has_photometry) == ("o2", False)
+    images = 1 + torch.randn(3, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.reconstruct(images), trained.decoder(trained.encode(images)))

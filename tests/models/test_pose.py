@@ -84,9 +84,9 @@ def test_noise_and_empty_stamps_give_finite_frames():
     assert torch.isfinite(to_pose_frame(stamps)[0]).all()
 
 
-def _model(frame: str) -> GalaxyModel:
+def _model(frame: str, draw_frame: str | None = None) -> GalaxyModel:
     config = TrainConfig(objective="ae")
-    config.model.frame = frame
+    config.model.frame, config.model.draw_frame = frame, draw_frame
     config.model.widths = (8, 16)
     config.model.latent_dim = 32
     config.model.photometry = False  # aperture fluxes ignore turns in any frame; these tests are the frames'
@@ -119,4 +119,20 @@ def test_decoding_turns_back_with_the_stamp():
         drawn, drawn_turned = model.reconstruct(x), model.reconstruct(turned)
     assert torch.allclose(drawn_turned, torch.rot90(drawn, 1, (-2, -1)), atol=1e-3)
     # the drawing is not the same image in both orientations: the frame did turn it back
+    assert float(_relative(drawn_turned, drawn).min()) > 0.05
+
+
+def test_without_a_frame_the_pose_still_reaches_the_drawing():
+    """``frame: none`` with ``draw_frame: o2``: the encoder reads the stamp as given (its latent of a
+    turned stamp is another vector), and the same latent drawn with each stamp's pose comes out turned."""
+    model = _model("none", "o2")
+    x = _render(np.full(4, 0.5), np.zeros(4), np.zeros((4, 2)), _shapes(4, seed=5))
+    turned = torch.rot90(x, 1, (-2, -1))
+    with torch.inference_mode():
+        latent = model.encode(x)
+        assert torch.equal(latent, model.encoder(model.normalize(x)))
+        assert float(_relative(model.encode(turned), latent).min()) > 0.01
+        frame, frame_turned = model.frame(model.normalize(x)), model.frame(model.normalize(turned))
+        drawn, drawn_turned = model.decode(latent, frame), model.decode(latent, frame_turned)
+    assert torch.allclose(drawn_turned, torch.rot90(drawn, 1, (-2, -1)), atol=1e-3)
     assert float(_relative(drawn_turned, drawn).min()) > 0.05

@@ -79,9 +79,9 @@ def test_switches_turn_off_what_a_config_file_turns_on(tmp_path):
     off = config_from_options(cfg, None, _parsed("--no-mlp", "--no-aug-plus", "--no-amp", "--softmax"))
     assert (off.model.head, off.augment.aug_plus, off.amp, off.bank.softmax) == ("linear", False, False, True)
     on = config_from_options(None, None, _parsed("--mlp", "--checkpoint-every", "5", "--label-column", "",
-                                                 "--pool", "1", "--frame", "none"))
+                                                 "--pool", "1", "--frame", "none", "--draw-frame", "o2"))
     assert (on.model.head, on.checkpoint_every, on.label_column) == ("mlp", 5, "")
-    assert (on.model.pool, on.model.frame) == (1, "none")
+    assert (on.model.pool, on.model.frame, on.model.draw_frame) == (1, "none", "o2")
     assert config_from_options(None, None, _parsed()).model.pool == 4
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from galmoco.config import TrainConfig, apply_overrides, auto_queue_size, load_config, save_config
+from galmoco.config import (
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    auto_queue_size,
+    load_config,
+    save_config,
+)
 from galmoco.errors import GalmocoError
 
 
@@ -52,6 +59,11 @@ def test_validate_names_the_option():
     config.model.frame = "c4"
     with pytest.raises(GalmocoError, match="model.frame"):
         config.validate()
+    config.model.frame, config.model.draw_frame = "d4", "o2"
+    with pytest.raises(GalmocoError, match="model.draw_frame: bad value 'o2'; expected unset or 'd4'"):
+        config.validate()
+    config.model.frame = "none"  # only without a frame may the decoder draw in another
+    assert config.validate().model.draw_frame == "o2"
     with pytest.raises(GalmocoError, match="model.proj_dim.*model.head identity"):
         apply_overrides(TrainConfig(), {"model.proj_dim": 64}).validate()
     apply_overrides(TrainConfig(), {"model.proj_dim": 64, "model.head": "linear"}).validate()
@@ -82,12 +94,29 @@ def test_rotation_augmentation_follows_the_frame_unless_set(frame, rotate, expec
     assert (angle is not None) is expected
 
 
+def test_photometry_and_the_decoder_frame_follow_the_encoder_frame_unless_set():
+    """Without a frame the photometric part (exactly unchanged by flips) is off and the decoder draws in
+    the pose frame; in a frame, on and the frame itself; an explicit value wins."""
+    from galmoco.models import GalaxyModel
+    from galmoco.models.photometry import PhotometricEncoder
+
+    resolved = {f: (ModelConfig(frame=f).has_photometry, ModelConfig(frame=f).decoder_frame)
+                for f in ("o2", "d4", "none")}
+    assert resolved == {"o2": (True, "o2"), "d4": (True, "d4"), "none": (False, "o2")}
+    assert ModelConfig(frame="none", photometry=True).has_photometry
+    assert not ModelConfig(photometry=False).has_photometry
+    assert ModelConfig(frame="none", draw_frame="none").decoder_frame == "none"
+    for frame, wrapped in (("o2", True), ("none", False)):
+        cfg = apply_overrides(TrainConfig(), {"model.frame": frame}).validate()
+        assert isinstance(GalaxyModel(cfg, "griz", 64, [1.0] * 4).encoder, PhotometricEncoder) is wrapped
+
+
 @pytest.mark.parametrize("pool", [1, 2, 4])
 def test_pooling_of_the_last_stage(pool):
     """``model.pool`` sets the map the conv encoder's linear layer reads: ``pool x pool`` cells."""
     from galmoco.models import GalaxyModel
 
-    cfg = apply_overrides(TrainConfig(), {"model.frame": "none", "model.pool": pool}).validate()
+    cfg = apply_overrides(TrainConfig(), {"model.pool": pool}).validate()
     conv = GalaxyModel(cfg, "griz", 64, [1.0] * 4).encoder.encoder  # inside the photometric wrapper
     assert conv.pool.output_size == pool and conv.fc.in_features == 128 * pool**2
     assert TrainConfig().model.pool == 4

@@ -17,9 +17,11 @@ from galmoco.train.objectives import AEObjective, MocoAEObjective, build_objecti
 from .conftest import tiny_config
 
 
-def _objective(objective: str):
+def _objective(objective: str, **model):
     cfg = tiny_config(objective=objective)
     cfg.mask.rule = "none"
+    for key, value in model.items():  # the model's shape: set before the model copies it
+        setattr(cfg.model, key, value)
     torch.manual_seed(0)
     model = GalaxyModel(cfg, "griz", 32, [1.0] * 4)
     augment = GalaxyAugment(cfg.augment, [1.0] * 4)
@@ -76,12 +78,14 @@ def test_knn_predicts_clusters():
     assert encode_labels(["spiral", "elliptical", "spiral"]).tolist() == [1, 0, 1]
 
 
-@pytest.mark.parametrize("frame", ["d4", "o2"])
+@pytest.mark.parametrize("frame", ["d4", "o2", "none/o2"])
 @pytest.mark.parametrize("target", ["view", "stored"])
 def test_moco_ae_reconstructs_what_the_query_view_shows(target, frame):
-    obj = _objective("moco-ae")
+    """``none/o2``: the encoder reads the view as it is, the decoder draws in the pose frame."""
+    encoder_frame, _, draw = frame.partition("/")
+    obj = _objective("moco-ae", frame=encoder_frame, draw_frame=draw or None)
+    assert obj.model.config.model.frame == encoder_frame
     obj.config.recon_target = target
-    obj.config.model.frame = frame
     obj.eval()
     images = 5 * torch.rand(8, 4, 32, 32)
     draws = torch.Generator().manual_seed(3)
@@ -96,8 +100,9 @@ def test_moco_ae_reconstructs_what_the_query_view_shows(target, frame):
         drawn = obj.model.normalize(seen if target == "view" else images)
         # the encoder reads the view in its canonical frame; the drawing is turned back by the target's
         # (D4, or a stored target) or by the query view's own pose frame (o2 and a view target)
-        back = obj.model.frame(q_view if frame == "o2" and target == "view" else drawn)
-        recon = obj.model.decode(obj.model.encoder(obj.model.canonicalize(q_view)), back)
+        back = obj.model.frame(q_view if frame.endswith("o2") and target == "view" else drawn)
+        read = q_view if frame.startswith("none") else obj.model.canonicalize(q_view)
+        recon = obj.model.decode(obj.model.encoder(read), back)
         expected = (recon - drawn).pow(2).mean()
     assert torch.allclose(out["loss_recon"], expected, atol=1e-5)
 
