@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check galmoco tests benchmarks
+	$(BIN)/ruff check galmoco tests benchmarks notebooks
 
 # the explorer's test drives a real headless Chromium (system package; apt-get, as root)
 browser:

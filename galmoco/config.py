@@ -26,6 +26,7 @@ from galmoco.config_choices import (
     OBJECTIVES,
     OPTIMIZERS,
     RECON_TARGETS,
+    SIMILARITIES,
     one_of,
 )
 from galmoco.config_dict import config_to_dict, config_value, dataclass_from_dict
@@ -46,6 +47,7 @@ __all__ = [
     "OBJECTIVES",
     "OPTIMIZERS",
     "RECON_TARGETS",
+    "SIMILARITIES",
     "ModelConfig",
     "BankConfig",
     "GalaxyModelConfig",
@@ -88,6 +90,9 @@ class MocoConfig:
             must be a multiple of it.
         key_bn_buffers: ``"own"`` (official: the momentum update covers parameters only, the key
             encoder's BN buffers are its own) or ``"momentum"`` (BN buffers averaged too).
+        similarity: how InfoNCE scores a query against a key (:func:`galmoco.losses.key_similarity`):
+            ``"cosine"`` (MoCo's dot product) or ``"l1"`` (minus their L1 distance, the distance
+            placement ranks by).
     """
 
     queue_size: int | None = None
@@ -96,6 +101,7 @@ class MocoConfig:
     shuffle_bn: bool = True
     bn_splits: int = 8
     key_bn_buffers: str = "own"
+    similarity: str = "cosine"
 
 
 @dataclass
@@ -267,6 +273,7 @@ class TrainConfig:
             (0.0 <= self.moco.momentum < 1.0, "moco.momentum", "in [0, 1)"),
             (self.moco.temperature > 0, "moco.temperature", "positive"),
             (self.moco.key_bn_buffers in KEY_BN_BUFFERS, "moco.key_bn_buffers", one_of(KEY_BN_BUFFERS)),
+            (self.moco.similarity in SIMILARITIES, "moco.similarity", one_of(SIMILARITIES)),
             (self.moco.queue_size is None or self.moco.queue_size >= 1, "moco.queue_size", "positive"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads", "at least 1"),

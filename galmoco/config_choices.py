@@ -7,7 +7,7 @@ cannot disagree. :mod:`galmoco.config` re-exports them.
 from __future__ import annotations
 
 __all__ = ["ARCHS", "FRAMES", "HEADS", "KEY_BN_BUFFERS", "OBJECTIVES", "OPTIMIZERS", "RECON_TARGETS",
-           "one_of"]
+           "SIMILARITIES", "one_of"]
 
 #: training objectives: reconstruction only, contrastive only, the two combined, and the memory-bank
 #: objectives of the CMC code base (instance discrimination, contrastive multiview coding)
@@ -26,6 +26,9 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 RECON_TARGETS: tuple[str, ...] = ("view", "stored")
 #: how the key encoder's BN buffers follow the query encoder (``moco.key_bn_buffers``)
 KEY_BN_BUFFERS: tuple[str, ...] = ("own", "momentum")
+#: how InfoNCE scores a query against a key (``moco.similarity``): their dot product (cosine of the
+#: L2-normalised vectors, MoCo's), or minus their L1 distance (the distance placement ranks by)
+SIMILARITIES: tuple[str, ...] = ("cosine", "l1")
 
 
 def one_of(values: tuple[str, ...]) -> str:

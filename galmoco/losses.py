@@ -9,41 +9,74 @@ Instance Discrimination", eqs. 6-8) and CMC's ``NCECriterion`` / ``NCESoftmaxLos
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["info_nce", "info_nce_logits", "masked_mse", "masked_error_split", "nce_loss", "soft_info_nce",
-           "softmax_ce"]
+__all__ = ["info_nce", "info_nce_logits", "key_similarity", "masked_mse", "masked_error_split", "nce_loss",
+           "soft_info_nce", "softmax_ce"]
 
 
-def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
-    """MoCo's logits: the positive ``q . k`` first, then ``q . queue_j``, all divided by the temperature.
+def key_similarity(q: Tensor, keys: Tensor, similarity: str = "cosine") -> Tensor:
+    """How alike each query is to each key, the score InfoNCE divides by its temperature.
+
+    ``"cosine"``: the dot product ``q . k`` (MoCo's; the cosine of L2-normalised vectors, in [-1, 1]).
+    ``"l1"``: minus the L1 distance, ``-|q - k|_1 / sqrt(D)``, so that the loss ranks the way placement
+    does (``galmoco.analysis.placement``, L1 by default); the ``sqrt(D)`` keeps the scores on about the
+    scale of the cosine's (for unit vectors, ``|q - k|_1 / sqrt(D)`` is at most ``|q - k|_2 <= 2``), so
+    the same temperatures apply.
+
+    Args:
+        q: ``(N, D)`` L2-normalised queries.
+        keys: ``(M, D)`` L2-normalised keys.
+        similarity: ``"cosine"`` or ``"l1"``.
+
+    Returns:
+        ``(N, M)`` scores, larger for more alike.
+    """
+    keys = keys.to(q.dtype)
+    if similarity == "cosine":
+        return q @ keys.t()
+    if similarity == "l1":
+        return torch.cdist(q, keys, p=1) / -math.sqrt(q.shape[1])
+    raise ValueError(f"similarity {similarity!r}: expected cosine or l1")
+
+
+def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07,
+                    similarity: str = "cosine") -> Tensor:
+    """MoCo's logits: the positive ``s(q, k)`` first, then ``s(q, queue_j)``, all divided by the temperature.
 
     Args:
         q: ``(N, D)`` L2-normalised queries.
         k: ``(N, D)`` L2-normalised keys (the positives; no gradient is taken through them by MoCo).
         queue: ``(K, D)`` L2-normalised negative keys.
         temperature: the softmax temperature tau (0.07 in MoCo v1, 0.2 in v2).
+        similarity: the score ``s`` (:func:`key_similarity`): ``"cosine"`` (MoCo's ``q . k``) or ``"l1"``.
 
     Returns:
         ``(N, 1 + K)`` logits; the positive is at index 0.
     """
-    positive = (q * k).sum(dim=1, keepdim=True)
-    negative = q @ queue.to(q.dtype).t()
+    if similarity == "cosine":
+        positive = (q * k).sum(dim=1, keepdim=True)
+    else:  # the pairs are the diagonal; N^2 against the queue's N K
+        positive = key_similarity(q, k, similarity).diagonal()[:, None]
+    negative = key_similarity(q, queue, similarity)
     return torch.cat((positive, negative), dim=1) / temperature
 
 
-def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
-    """InfoNCE (MoCo eq. 1): ``-log exp(q.k/t) / sum_j exp(q.k_j/t)`` averaged over the batch.
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07,
+             similarity: str = "cosine") -> Tensor:
+    """InfoNCE (MoCo eq. 1): ``-log exp(s(q, k)/t) / sum_j exp(s(q, k_j)/t)`` averaged over the batch.
 
     Args:
-        q, k, queue, temperature: as in :func:`info_nce_logits`.
+        q, k, queue, temperature, similarity: as in :func:`info_nce_logits`.
 
     Returns:
         Scalar loss (cross-entropy with the positive at index 0).
     """
-    logits = info_nce_logits(q, k, queue, temperature)
+    logits = info_nce_logits(q, k, queue, temperature, similarity)
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from galmoco.losses import (
     info_nce,
     info_nce_logits,
+    key_similarity,
     masked_error_split,
     masked_mse,
     nce_loss,
@@ -40,6 +41,34 @@ def test_info_nce_gradient_and_default_temperature():
     assert loss.item() == pytest.approx(F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).item())
     loss.backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_l1_similarity_by_hand_and_where_it_disagrees_with_the_cosine():
+    # D = 4: scores are -|q - k|_1 / 2
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    k = torch.tensor([[0.6, 0.8, 0.0, 0.0]])  # cosine 0.6; L1 distance 1.2
+    spread = torch.tensor([[0.7, 0.4, 0.4, 0.4359]])  # cosine 0.7 (nearer); L1 distance 1.5359 (farther)
+    assert key_similarity(q, spread, "cosine").item() == pytest.approx(0.7)
+    scores = key_similarity(q, torch.cat((k, spread)), "l1")
+    assert scores.tolist()[0] == pytest.approx([-0.6, -0.76795], rel=1e-4)
+    # the positive is first by L1 and second by cosine: the l1 loss is the smaller
+    assert info_nce(q, k, spread, 0.2, "l1") < info_nce(q, k, spread, 0.2, "cosine")
+    logits = info_nce_logits(q, k, spread, temperature=0.5, similarity="l1")
+    assert torch.allclose(logits, torch.tensor([[-1.2, -1.5359]]), atol=1e-4)
+    with pytest.raises(ValueError, match="similarity 'l2'"):
+        key_similarity(q, k, "l2")
+
+
+def test_l1_info_nce_gradient_is_finite_and_lowers_the_loss():
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(8, 16), dim=1).requires_grad_()
+    k = F.normalize(torch.randn(8, 16), dim=1)
+    queue = F.normalize(torch.randn(64, 16), dim=1)
+    loss = info_nce(q, k, queue, 0.2, "l1")
+    loss.backward()
+    assert torch.isfinite(q.grad).all()
+    stepped = F.normalize(q.detach() - 0.05 * q.grad, dim=1)
+    assert info_nce(stepped, k, queue, 0.2, "l1") < loss
 
 
 def test_masked_mse_on_constructed_tensors():

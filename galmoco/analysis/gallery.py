@@ -46,5 +46,6 @@ def neighbour_gallery_png(index: Index | str | Path, table: Table, out_png: str 
             queries.append(stamp(lookup[name]) if name in lookup else query_images[next(fits_rows)])
             neighbours.append([stamp(int(r)) for r in answer["row"]] + [blank] * (k - len(answer)))
             distances[i, :len(answer)] = answer["distance"]
+        bands = data.bands
     return neighbour_gallery(np.stack(queries), np.array(neighbours), names, distances,
-                             Path(out_png).with_suffix(""), "Most similar galaxies (distance above)")
+                             Path(out_png).with_suffix(""), "Most similar galaxies (distance above)", bands)

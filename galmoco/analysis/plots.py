@@ -50,23 +50,30 @@ def save_figure(fig: plt.Figure, stem: str | Path) -> Path:
     return stem.with_suffix(".png")
 
 
-def lupton_rgb(images: np.ndarray, stretch: float | None = None, q: float = 8.0) -> np.ndarray:
+def lupton_rgb(images: np.ndarray, stretch: float | None = None, q: float = 8.0,
+               bands: Sequence[str] | None = None) -> np.ndarray:
     """Lupton asinh colour images of ``(K, B, H, W)`` stamps; one stretch for all so they compare.
 
     Args:
-        images: stamps, bands ordered blue to red; with fewer than 3 bands the reddest is repeated.
+        images: stamps; with fewer than 3 bands the reddest is repeated.
         stretch: linear range of the asinh (default: the 99.5th percentile of the stamps).
         q: asinh softening.
+        bands: the stamps' band names in their order (e.g. a store's ``bands``): g, r, i (or the three
+            bluest) become blue, green, red whatever that order (:func:`rgb_band_order`). ``None``: the
+            stamps are already ordered blue to red.
 
     Returns:
         ``(K, H, W, 3)`` uint8.
     """
+    if bands is not None:
+        images = images[:, rgb_band_order(bands)]
     b = images.shape[1]
     red, green, blue = (images[:, min(i, b - 1)] for i in (2, 1, 0))
     if stretch is None:
         stretch = max(float(np.percentile(images, 99.5)), 1e-6)
-    return np.stack([make_lupton_rgb(r, g, bl, minimum=0.0, stretch=stretch, Q=q)
-                     for r, g, bl in zip(red, green, blue, strict=True)])
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by the intensity of black pixels
+        return np.stack([make_lupton_rgb(r, g, bl, minimum=0.0, stretch=stretch, Q=q)
+                         for r, g, bl in zip(red, green, blue, strict=True)])
 
 
 def rgb_band_order(bands: Sequence[str]) -> list[int]:
@@ -168,15 +175,17 @@ def breakdown_plot(breakdowns: Mapping[str, Table], stem: str | Path) -> Path:
     return save_figure(fig, stem)
 
 
-def reconstruction_grid(examples: Mapping[str, np.ndarray], stem: str | Path, title: str = "") -> Path:
+def reconstruction_grid(examples: Mapping[str, np.ndarray], stem: str | Path, title: str = "",
+                        bands: Sequence[str] | None = None) -> Path:
     """Rows of galaxies; columns original, reconstruction (Lupton RGB, shared stretch), residual, sky.
 
     The stamps are in the network's normalised space (the space of the loss); the residual is
-    reconstruction - original summed over bands, on a symmetric colour scale.
+    reconstruction - original summed over bands, on a symmetric colour scale. ``bands``: the stamps'
+    band names, for the colours (:func:`lupton_rgb`).
     """
     orig, recon, resid, sky = (examples[k] for k in ("original", "reconstruction", "residual", "sky"))
     stretch = max(float(np.percentile(orig, 99.5)), 1e-6)
-    rgb_o, rgb_r = lupton_rgb(orig, stretch), lupton_rgb(recon, stretch)
+    rgb_o, rgb_r = lupton_rgb(orig, stretch, bands=bands), lupton_rgb(recon, stretch, bands=bands)
     res = resid.sum(1)
     lim = max(float(np.percentile(np.abs(res), 99)), 1e-6)
     k = len(orig)
@@ -224,7 +233,8 @@ def reconstruction_bands(examples: Mapping[str, np.ndarray], bands: Sequence[str
 
 
 def neighbour_gallery(query_images: np.ndarray, neighbour_images: np.ndarray, query_ids: Sequence[str],
-                      distances: np.ndarray, stem: str | Path, title: str = "") -> Path:
+                      distances: np.ndarray, stem: str | Path, title: str = "",
+                      bands: Sequence[str] | None = None) -> Path:
     """One row per query: the query, then its neighbours nearest first (raw flux, Lupton RGB per row).
 
     Args:
@@ -232,13 +242,14 @@ def neighbour_gallery(query_images: np.ndarray, neighbour_images: np.ndarray, qu
         neighbour_images: ``(Q, k, B, H, W)``.
         query_ids: ids shown on the left.
         distances: ``(Q, k)`` latent distances, printed above each neighbour.
+        bands: the stamps' band names, for the colours (:func:`lupton_rgb`).
     """
     q, k = neighbour_images.shape[:2]
     fig, axes = plt.subplots(q, k + 1, figsize=(1.35 * (k + 1), 1.5 * q), squeeze=False,
                              layout="constrained")
     for i in range(q):
         row = np.concatenate([query_images[i:i + 1], neighbour_images[i]])
-        rgb = lupton_rgb(row, stretch=max(float(np.percentile(query_images[i], 99.5)), 1e-6))
+        rgb = lupton_rgb(row, stretch=max(float(np.percentile(query_images[i], 99.5)), 1e-6), bands=bands)
         for j in range(k + 1):
             axes[i, j].imshow(rgb[j], origin="lower")
             axes[i, j].set_xticks([])

@@ -235,7 +235,7 @@ def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, m
     title = html.escape(label)
     if getattr(model, "decoder", True) is not None:
         ex = reconstruction_examples(model, store, examples, load_config(run_dir / "config.yaml").mask)
-        grid = plots.reconstruction_grid(ex, fig_dir / f"recon_{label}", label)
+        grid = plots.reconstruction_grid(ex, fig_dir / f"recon_{label}", label, bands)
         per_band = plots.reconstruction_bands(ex, bands, fig_dir / f"bands_{label}")
         body["reconstruction"].append(f"<div><h3>{title}</h3>{_img(grid)}{_img(per_band)}</div>")
     emb_path = ensure_embeddings(run_dir, store)
@@ -248,7 +248,8 @@ def _run_figures(label, run_dir, model, store, bands, examples, fig_dir, body, m
         nb_img = data.read_batch(idx.reshape(-1)).reshape(*idx.shape, *q_img.shape[1:])
     ids = np.asarray(table["id"]).astype(str)[queries]
     body["neighbours"].append(f"<div><h3>{title}</h3>" + _img(plots.neighbour_gallery(
-        q_img, nb_img, ids, dist, fig_dir / f"neighbours_{label}", f"{label}: nearest neighbours ({metric})"))
+        q_img, nb_img, ids, dist, fig_dir / f"neighbours_{label}", f"{label}: nearest neighbours ({metric})",
+        bands))
         + "</div>")
     candidates = [colour_column] if colour_column else list(probe_columns or default_probe_columns(table))
     column = next((c for c in candidates if c in table.colnames), None)

@@ -21,6 +21,7 @@ from galmoco.config import (
     FRAMES,
     OBJECTIVES,
     OPTIMIZERS,
+    SIMILARITIES,
     TrainConfig,
     apply_overrides,
     config_value,
@@ -109,6 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--cos/--step-schedule", "optim.cosine",
            "Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)."),
     Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),
+    Option("--similarity", "moco.similarity", "How InfoNCE scores a query against a key: cosine (MoCo's "
+           "dot product) or l1 (minus their L1 distance, the distance placement ranks by).",
+           click.Choice(SIMILARITIES)),
     Option("--queue-size", "moco.queue_size", "Negatives in the MoCo queue.", click.IntRange(min=1),
            default="min(4096, a multiple of the batch size <= half the training set)"),
     Option("--arch", "model.arch", "Encoder.", click.Choice(ARCHS)),

@@ -43,7 +43,7 @@ from galmoco.data.mixing import (
     soft_targets,
 )
 from galmoco.distributed import RankBatchShuffle, concat_all_gather, is_distributed
-from galmoco.losses import info_nce, masked_mse, nce_loss, soft_info_nce, softmax_ce
+from galmoco.losses import info_nce, key_similarity, masked_mse, nce_loss, soft_info_nce, softmax_ce
 from galmoco.models.galaxy import GalaxyModel
 from galmoco.models.memory_bank import MultiViewNCE
 from galmoco.models.moco import BatchShuffle, KeyQueue, LocalBatchShuffle, MomentumEncoder, convert_split_bn
@@ -181,11 +181,12 @@ class MocoObjective(Objective):
                 k = self.shuffler.unshuffle(self.key_encoder(shuffled), index)
             else:
                 k = self.key_encoder(k_view)
-        temperature, queue = self.config.moco.temperature, self.queue.negatives()
+        mc, queue = self.config.moco, self.queue.negatives()
         if mixing is None:
-            loss = info_nce(q, k, queue, temperature)
+            loss = info_nce(q, k, queue, mc.temperature, mc.similarity)
         else:  # the mixed query's positives: its sources' keys (this rank's batch), by their shares
-            loss = soft_info_nce(q @ k.to(q.dtype).t() / temperature, q @ queue.to(q.dtype).t() / temperature,
+            loss = soft_info_nce(key_similarity(q, k, mc.similarity) / mc.temperature,
+                                 key_similarity(q, queue, mc.similarity) / mc.temperature,
                                  self.mix_targets(mixing))
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
         return loss, latent, q_params, mixing, q_frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,19 @@ def test_band_order_is_blue_to_red():
 
 def test_i_band_flux_is_red_and_g_band_flux_is_blue_in_any_store_order():
     for bands in ("griz", "irgz", "zirg"):
-        red = lupton_rgb(_one_band_lit(bands, "i")[:, rgb_band_order(bands)], stretch=10.0)[0, 4, 4]
-        blue = lupton_rgb(_one_band_lit(bands, "g")[:, rgb_band_order(bands)], stretch=10.0)[0, 4, 4]
+        red = lupton_rgb(_one_band_lit(bands, "i"), stretch=10.0, bands=bands)[0, 4, 4]
+        blue = lupton_rgb(_one_band_lit(bands, "g"), stretch=10.0, bands=bands)[0, 4, 4]
         assert red[0] > 0 and red[2] == 0, (bands, red)
         assert blue[2] > 0 and blue[0] == 0, (bands, blue)
+        ordered = _one_band_lit(bands, "i")[:, rgb_band_order(bands)]
+        assert np.array_equal(lupton_rgb(ordered, stretch=10.0)[0, 4, 4], red)
 
 
-def test_the_latent_space_notebook_orders_bands_for_lupton_rgb():
+def test_every_colour_image_is_told_its_bands():
+    # the report's grids and galleries, the explorer's thumbnails and the notebook
     code = "".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]
-                   if c["cell_type"] == "code")
-    calls = [line for line in code.splitlines() if "lupton_rgb(" in line]
-    assert calls and all("rgb_band_order(" in line for line in calls), calls
+                   if c["cell_type"] == "code").splitlines()
+    for path in sorted((NOTEBOOK.parents[1] / "galmoco").rglob("*.py")):
+        code += [line for line in path.read_text().splitlines() if "def lupton_rgb" not in line]
+    calls = [line for line in code if re.search(r"(?<!make_)lupton_rgb\(", line)]
+    assert len(calls) >= 4 and all("bands=" in line for line in calls), calls

@@ -64,6 +64,8 @@ def test_validate_names_the_option():
         config.validate()
     config.model.frame = "none"  # only without a frame may the decoder draw in another
     assert config.validate().model.draw_frame == "o2"
+    with pytest.raises(GalmocoError, match="moco.similarity: bad value 'l2'; expected one of cosine, l1"):
+        apply_overrides(TrainConfig(), {"moco.similarity": "l2"}).validate()
     with pytest.raises(GalmocoError, match="model.proj_dim.*model.head identity"):
         apply_overrides(TrainConfig(), {"model.proj_dim": 64}).validate()
     apply_overrides(TrainConfig(), {"model.proj_dim": 64, "model.head": "linear"}).validate()

@@ -141,11 +141,37 @@ def test_mixing_with_probability_zero_is_bit_identical_to_the_plain_objective(ob
     assert torch.isfinite(loss) and not torch.equal(loss, losses[0])
 
 
-@pytest.mark.parametrize("objective", ["moco", "moco-ae"])
-def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
+def _score(q: torch.Tensor, k: torch.Tensor, similarity: str) -> torch.Tensor:
+    """One query against one key, written out: the dot product, or minus the L1 distance over sqrt(D)."""
+    return q @ k if similarity == "cosine" else -(q - k).abs().sum() / q.numel() ** 0.5
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "l1"])
+def test_moco_loss_agrees_with_a_direct_computation(similarity):
+    obj = _mixing_objective("moco", MixConfig(), momentum=0.0, shuffle_bn=False, similarity=similarity)
+    obj.train()
+    images = 5 * torch.rand(16, 4, 32, 32)
+    queue = obj.queue.negatives().clone()
+    obj.generator = torch.Generator().manual_seed(3)
+    out = obj({"image": images})
+    views = obj.augment.views(images, torch.Generator().manual_seed(3))[0]
+    q_view, k_view = obj.model.normalize(views).chunk(2)
+    with torch.no_grad():
+        q = obj.model.head(obj.model.encode_normalized(q_view))
+        k = obj.model.head(obj.model.encode_normalized(k_view))
+    t = obj.config.moco.temperature
+    direct = sum(F.cross_entropy(torch.stack([_score(q[i], key, similarity)
+                                              for key in (k[i], *queue)])[None] / t, torch.tensor([0]))
+                 for i in range(16)) / 16
+    assert torch.allclose(out["loss_contrastive"], direct, atol=1e-5)
+
+
+@pytest.mark.parametrize(("objective", "similarity"), [("moco", "cosine"), ("moco-ae", "cosine"),
+                                                       ("moco", "l1")])
+def test_mixed_batch_loss_agrees_with_a_direct_computation(objective, similarity):
     # momentum 0 and no BN shuffle: the key encoder is the query encoder, so keys can be recomputed
     mix = MixConfig(method="global", global_count=1, global_prob=1.0)
-    obj = _mixing_objective(objective, mix, momentum=0.0, shuffle_bn=False)
+    obj = _mixing_objective(objective, mix, momentum=0.0, shuffle_bn=False, similarity=similarity)
     obj.train()
     images = 5 * torch.rand(16, 4, 32, 32)
     queue = obj.queue.negatives().clone()
@@ -167,7 +193,7 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective):
         direct = 0.0
         for i in range(16):  # lam InfoNCE with its own key + (1 - lam) InfoNCE with the partner's
             for j, w in ((i, lam[i]), (int(partner[i]), 1 - lam[i])):
-                logits = torch.cat([(q[i] @ k[j])[None], q[i] @ queue.t()]) / t
+                logits = torch.stack([_score(q[i], key, similarity) for key in (k[j], *queue)]) / t
                 direct = direct + w * F.cross_entropy(logits[None], torch.tensor([0]))
         direct = direct / 16
     assert torch.allclose(out["loss_contrastive"], direct, atol=1e-5)
