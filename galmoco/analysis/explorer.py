@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
@@ -31,6 +32,10 @@ from galmoco.analysis.rundir import default_probe_columns, find_embeddings
 from galmoco.errors import GalmocoError
 from galmoco.files import atomic_write_text
 from galmoco.io.storeset import StoreSet
+
+if TYPE_CHECKING:  # Bokeh is an optional dependency (galmoco[explore])
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
 
 __all__ = ["build_explorer", "map_2d"]
 
@@ -131,6 +136,43 @@ def _colour_column(table: Table, colour: str | None) -> str | None:
     return next(iter(["class"] if "class" in table.colnames else default_probe_columns(table)), None)
 
 
+def _read_source(source: str | Path, store: str | Path | None) -> tuple[Table, Path, list[str]]:
+    """The embeddings table of a run directory (or the table itself), its path, and its stores."""
+    from galmoco.embed import read_embeddings
+
+    path = Path(source)
+    emb = find_embeddings(path) if path.is_dir() else path
+    if emb is None:
+        raise GalmocoError(f"{path}: no embeddings.* in this run directory; run `galmoco embed` first")
+    table = read_embeddings(emb)
+    stores = [s for s in str(store or table.meta.get("STORE", "")).split(",") if s]
+    if not stores:
+        raise GalmocoError(f"{emb}: records no store; pass --dataset")
+    return table, emb, stores
+
+
+def _map_figure(points: ColumnDataSource, title: str, method: str, categorical: bool) -> figure:
+    """The Bokeh scatter of the drawn galaxies, coloured by their ``value`` (categories or a colour
+    scale), with a thumbnail on hover."""
+    from bokeh.models import HoverTool
+    from bokeh.palettes import Category10_10, Viridis256
+    from bokeh.plotting import figure
+    from bokeh.transform import factor_cmap, linear_cmap
+
+    plot = figure(width=720, height=640, title=title, tools="pan,wheel_zoom,box_zoom,reset,tap",
+                  x_axis_label=f"{method} 1", y_axis_label=f"{method} 2")
+    values = points.data["value"]
+    if categorical:
+        factors = sorted(set(values))
+        fill = factor_cmap("value", Category10_10 * (len(factors) // 10 + 1), factors)
+        plot.scatter("x", "y", source=points, size=6, alpha=0.8, color=fill, legend_field="value")
+    else:
+        fill = linear_cmap("value", Viridis256, float(np.nanmin(values)), float(np.nanmax(values)))
+        plot.scatter("x", "y", source=points, size=6, alpha=0.8, color=fill)
+    plot.add_tools(HoverTool(tooltips='<div><img src="@thumb" width="96" height="96"><br>@id: @value</div>'))
+    return plot
+
+
 def build_explorer(source: str | Path, out_html: str | Path, store: str | Path | None = None,
                    colour: str | None = None, max_points: int = 3000, k: int = 6, metric: str = "l2",
                    seed: int = 0) -> Path:
@@ -156,29 +198,17 @@ def build_explorer(source: str | Path, out_html: str | Path, store: str | Path |
         from bokeh.embed import file_html
         from bokeh.events import DocumentReady
         from bokeh.layouts import column, row
-        from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool
-        from bokeh.palettes import Category10_10, Viridis256
-        from bokeh.plotting import figure
+        from bokeh.models import ColumnDataSource, CustomJS, Div
         from bokeh.resources import INLINE
-        from bokeh.transform import factor_cmap, linear_cmap
     except ImportError:
         raise GalmocoError("the explorer needs Bokeh: pip install 'galmoco[explore]'") from None
-    from galmoco.embed import read_embeddings
 
-    path = Path(source)
-    emb = find_embeddings(path) if path.is_dir() else path
-    if emb is None:
-        raise GalmocoError(f"{path}: no embeddings.* in this run directory; run `galmoco embed` first")
-    table = read_embeddings(emb)
-    stores = [s for s in str(store or table.meta.get("STORE", "")).split(",") if s]
-    if not stores:
-        raise GalmocoError(f"{emb}: records no store; pass --dataset")
+    table, emb, stores = _read_source(source, store)
     latent = np.asarray(table["latent"], dtype=np.float32)
     n = len(table)
     rng = np.random.default_rng(seed)
     drawn = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
-    k = min(k, n - 1)
-    nb, nd = nearest_neighbours(latent, drawn, k, metric)
+    nb, nd = nearest_neighbours(latent, drawn, min(k, n - 1), metric)
     # every galaxy with a thumbnail on the page: the drawn ones, then neighbours that are not drawn
     extra = np.setdiff1d(np.unique(nb), drawn)
     shown = np.concatenate([drawn, extra])
@@ -191,23 +221,15 @@ def build_explorer(source: str | Path, out_html: str | Path, store: str | Path |
     ids = np.asarray(table["id"]).astype(str)
     name = _colour_column(table, colour)
     values = np.asarray(table[name])[drawn] if name else np.zeros(len(drawn))
+    categorical = bool(name) and is_categorical(values)
     points = ColumnDataSource({
         "x": xy[:, 0], "y": xy[:, 1], "id": ids[drawn].tolist(), "thumb": thumbs[:len(drawn)],
-        "value": values.astype(str).tolist() if name and is_categorical(values) else values.astype(float),
+        "value": values.astype(str).tolist() if categorical else values.astype(float),
         "nb": [[position[int(g)] for g in r] for r in nb], "nd": nd.astype(float).tolist()})
     gallery = ColumnDataSource({"id": ids[extra].tolist(), "thumb": thumbs[len(drawn):]})
     title = (f"galmoco latent space ({method}): {len(drawn):,} of {n:,} galaxies drawn"
              + (f", coloured by {name}" if name else ""))
-    plot = figure(width=720, height=640, title=title, tools="pan,wheel_zoom,box_zoom,reset,tap",
-                  x_axis_label=f"{method} 1", y_axis_label=f"{method} 2")
-    if name and is_categorical(values):
-        factors = sorted(set(points.data["value"]))
-        fill = factor_cmap("value", Category10_10 * (len(factors) // 10 + 1), factors)
-        plot.scatter("x", "y", source=points, size=6, alpha=0.8, color=fill, legend_field="value")
-    else:
-        fill = linear_cmap("value", Viridis256, float(np.nanmin(values)), float(np.nanmax(values)))
-        plot.scatter("x", "y", source=points, size=6, alpha=0.8, color=fill)
-    plot.add_tools(HoverTool(tooltips='<div><img src="@thumb" width="96" height="96"><br>@id: @value</div>'))
+    plot = _map_figure(points, title, method, categorical)
     points.selected.indices = [0]
     panel = Div(text="", width=420)
     tap = CustomJS(args={"points": points, "extra": gallery, "panel": panel, "metric": metric,
@@ -225,4 +247,3 @@ def build_explorer(source: str | Path, out_html: str | Path, store: str | Path |
     out = Path(out_html)
     atomic_write_text(out, page)
     return out
-
