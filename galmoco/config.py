@@ -265,6 +265,9 @@ class TrainConfig:
             (len(self.model.widths) > 0, "model.widths", "at least one stage"),
             (isinstance(self.model.pool, int) and self.model.pool >= 1, "model.pool",
              "an integer, at least 1"),
+            (self.model.compact_size is None or self.model.compact_size == 0
+             or (self.model.frame == "o2" and self.model.compact_size > 0),
+             "model.compact_size", "unset, 0 (off), or a positive size in pixels with model.frame o2"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
             (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
             (self.epochs >= 1, "epochs", "at least 1"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from galmoco.data.normalize import NormalizeConfig
+from galmoco.surveys import DES_PIXEL_SCALE, DES_PSF_FWHM
 
 __all__ = ["GalaxyModelConfig", "ModelConfig"]
 
@@ -43,6 +44,11 @@ class ModelConfig:
             and ``o2`` the encoder reads the stamp as given and the decoder draws in the stamp's pose
             frame, so the orientation reaches the drawing without passing through the latent: an
             invariant content vector plus a pose (docs/train.md measures it against drawing as given).
+        compact_size: with ``frame: o2``, objects smaller than this many pixels (windowed RMS radius,
+            :func:`galmoco.models.pose.compact_scale`) reach the encoder magnified to it, and the drawing
+            is shrunk back: a star then looks nearly the same to the encoder under any seeing. About 1.2
+            times a star's size at the survey's median seeing; ``None`` (:attr:`compact_radius`): half
+            the DES r-band PSF FWHM in pixels (1.81) with ``frame: o2``, off otherwise; 0: off.
     """
 
     arch: str = "conv"
@@ -54,11 +60,20 @@ class ModelConfig:
     frame: str = "o2"
     draw_frame: str | None = None
     photometry: bool | None = None
+    compact_size: float | None = None
 
     @property
     def has_photometry(self) -> bool:
         """Whether the latent has the photometric part: ``photometry``, or by default in a frame only."""
         return self.frame != "none" if self.photometry is None else self.photometry
+
+    @property
+    def compact_radius(self) -> float:
+        """The size compact objects are magnified to in the pose frame, in pixels (0: none):
+        ``compact_size``, or by default half the DES r-band PSF FWHM with ``frame: o2``."""
+        if self.compact_size is not None:
+            return float(self.compact_size)
+        return DES_PSF_FWHM["r"] / DES_PIXEL_SCALE / 2 if self.frame == "o2" else 0.0
 
     @property
     def decoder_frame(self) -> str:

@@ -131,6 +131,10 @@ OPTIONS: tuple[Option, ...] = (
            "Add a linear map of the stamp's aperture fluxes (radii 1/16, 2/16, 3/16 of the side) to the "
            "latent, or leave the latent to the convolutional encoder alone.",
            default="--photometry with --frame o2 or d4, --no-photometry with none"),
+    Option("--compact-size", "model.compact_size",
+           "With --frame o2: objects smaller than this (pixels, windowed RMS radius) reach the encoder "
+           "magnified to it, so a star looks nearly the same under any seeing (0: off).",
+           click.FloatRange(min=0), default="half the DES r-band PSF FWHM (1.81 px) with --frame o2"),
     Option("--mask-rule", "mask.rule", "Sky mask rule for the reconstruction loss.", click.Choice(RULES)),
     Option("--sky-weight", "mask.sky_weight", "Loss weight of sky pixels.", click.FloatRange(min=0)),
     Option("--norm", "normalize.method", "Flux normalisation.", click.Choice(METHODS)),

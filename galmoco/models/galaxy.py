@@ -18,7 +18,7 @@ from galmoco.models.decoders import ConvDecoder
 from galmoco.models.encoders import build_encoder
 from galmoco.models.heads import ProjectionHead
 from galmoco.models.photometry import PhotometricEncoder
-from galmoco.models.pose import from_pose_frame, pose_frame, to_pose_frame
+from galmoco.models.pose import compact_scale, from_pose_frame, pose_frame, scale_pose_frame, to_pose_frame
 
 __all__ = ["GalaxyModel"]
 
@@ -97,11 +97,20 @@ class GalaxyModel(nn.Module):
     def frame(self, x: torch.Tensor) -> torch.Tensor | None:
         """What takes each normalised stamp to the frame the decoder draws in (:attr:`draw_frame`, which
         is also the encoder's unless ``model.frame`` is ``none``): a D4 element ``(N,)`` int64 for
-        ``d4``, an affine map ``(N, 2, 3)`` for ``o2``, ``None`` for ``none``; :meth:`decode` undoes it."""
+        ``d4``, an affine map ``(N, 2, 3)`` for ``o2`` (which also magnifies compact objects, with
+        ``model.compact_size``), ``None`` for ``none``; :meth:`decode` undoes it."""
         kind = self.draw_frame
         if kind == "none":
             return None
-        return canonical_frame(x) if kind == "d4" else pose_frame(x)
+        if kind == "d4":
+            return canonical_frame(x)
+        affine = pose_frame(x)
+        size = self.config.model.compact_radius
+        if not size:
+            return affine
+        # each band in units of its sky noise, so that the size is read where the signal is
+        flux = self.normalizer.in_sky_sigmas(x.float()).sum(dim=1)
+        return scale_pose_frame(affine, compact_scale(flux, affine, size))
 
     def encode_normalized(self, x: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised stamps ``(N, B, H, W)`` to latent vectors ``(N, latent_dim)`` (``frame``: their

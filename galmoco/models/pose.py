@@ -14,6 +14,10 @@ estimate of faint, small galaxies. Position angle ``theta = 0.5 atan2(2 Mxy, Mxx
 sees the inscribed disc of the resampled stamp (the corners, which a rotation brings in from outside
 the stamp, are set to the sky level 0 for every stamp alike, so no copy can be told by them).
 
+Compact objects (:func:`compact_scale`, :func:`scale_pose_frame`): the frame may also magnify an object
+smaller than a given size to that size, and the drawing is shrunk back. A star is its PSF, so under a
+wider or sharper seeing it then reaches the encoder as nearly the same pixels.
+
 Limits: the angle of a nearly round object and the flips of a nearly symmetric one are set by noise;
 their copies then differ by a rotation or flip the encoder has to absorb (the training augmentations
 keep arbitrary rotations and the D4 flips for this reason). The encoder's input is resampled bilinearly
@@ -26,7 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ADAPTIVE_ITERATIONS", "from_pose_frame", "pose_frame", "to_pose_frame"]
+__all__ = ["ADAPTIVE_ITERATIONS", "compact_scale", "from_pose_frame", "pose_frame", "scale_pose_frame",
+           "to_pose_frame"]
 
 #: fixed-point iterations of the adaptive window (a fixed count keeps batches free of data-dependent loops)
 ADAPTIVE_ITERATIONS = 4
@@ -36,6 +41,9 @@ _MIN_SIGMA = 1.0
 _MAX_SIGMA_PER_SIDE = 1 / 6
 #: the centroid may move at most this fraction of the side from the stamp centre
 _MAX_OFFSET_PER_SIDE = 1 / 8
+#: :func:`compact_scale`: the window's sigma in units of the target size, and the largest magnification
+_SIZE_WINDOW = 1.4
+_MAX_MAGNIFICATION = 1.6
 
 
 _basis_cache: dict[tuple[int, str], torch.Tensor] = {}
@@ -125,6 +133,47 @@ def pose_frame(images: torch.Tensor, iterations: int = ADAPTIVE_ITERATIONS) -> t
         return torch.cat((linear, (2 / w) * centre[:, :, None]), 2).to(torch.float32)
 
 
+def compact_scale(flux: torch.Tensor, affine: torch.Tensor, size: float) -> torch.Tensor:
+    """How much each stamp's pose frame shrinks so that a compact object reaches the encoder at ``size``.
+
+    An object's size here is its windowed RMS radius per axis, ``sqrt(M_rr / 2)``, about the pose frame's
+    centroid, under a fixed Gaussian window of ``1.4 size``. Objects smaller than ``size`` (stars, and
+    compact galaxies, whose size is mostly the PSF's) are magnified to it, by at most 1.6; larger ones
+    are left as they are. A star under a wider or sharper seeing then reaches the encoder as nearly the
+    same pixels: a Moffat profile of fixed beta only changes scale with the seeing.
+
+    Args:
+        flux: ``(N, H, W)`` raw flux, summed over bands.
+        affine: ``(N, 2, 3)`` their :func:`pose_frame`.
+        size: the size in pixels, in the windowed units above (about 1.2 times a star's at the survey's
+            median seeing).
+
+    Returns:
+        ``(N,)`` float32 factors in ``[1 / 1.6, 1]`` for :func:`scale_pose_frame`.
+    """
+    w = flux.shape[-1]
+    u = torch.arange(w, dtype=torch.float32, device=flux.device) - (w - 1) / 2
+    centre = affine[:, :, 2].to(torch.float32) * (w / 2)  # (x, y) in pixels from the stamp centre
+    # the Gaussian window is separable: sums over rows and columns of per-axis weights, O(N H W) once
+    dx2 = (u[None, :] - centre[:, 0, None]) ** 2
+    dy2 = (u[None, :] - centre[:, 1, None]) ** 2
+    wx = torch.exp(-dx2 / (2 * (_SIZE_WINDOW * size) ** 2))
+    wy = torch.exp(-dy2 / (2 * (_SIZE_WINDOW * size) ** 2))
+    flux = flux.detach().to(torch.float32)
+    rows = torch.einsum("nyx,nx->ny", flux, wx)
+    rows_xx = torch.einsum("nyx,nx->ny", flux, wx * dx2)
+    total = (rows * wy).sum(dim=1)
+    m_rr = ((rows * dy2 + rows_xx) * wy).sum(dim=1) / total.clamp_min(1e-12)
+    radius = torch.sqrt(m_rr.clamp_min(0) / 2)
+    return (radius / size).clamp(1 / _MAX_MAGNIFICATION, 1.0)
+
+
+def scale_pose_frame(affine: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The pose frames ``affine`` ``(N, 2, 3)`` with their linear part times ``scale`` ``(N,)``: below 1,
+    the encoder sees the object magnified by ``1 / scale`` (:func:`compact_scale`)."""
+    return torch.cat((affine[:, :, :2] * scale.to(affine.dtype)[:, None, None], affine[:, :, 2:]), 2)
+
+
 def _disc(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(size, size)`` 1 inside the stamp's inscribed circle, 0 outside."""
     u = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
@@ -153,13 +202,16 @@ def from_pose_frame(images: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
 
     Args:
         images: ``(N, C, H, W)`` drawn in the pose frame.
-        affine: the stamps' :func:`pose_frame`.
+        affine: the stamps' :func:`pose_frame` (or :func:`scale_pose_frame`).
 
     Returns:
         ``(N, C, H, W)``, bicubic; pixels that map outside the drawing read its edge (``border`` padding).
     """
     linear, offset = affine[:, :, :2], affine[:, :, 2:]
-    inverse = torch.cat((linear.transpose(1, 2), -linear.transpose(1, 2) @ offset), 2)  # A orthogonal
+    # A = s R with R orthogonal: A^-1 = A^T / s^2, and s^2 = |det A|
+    det = (linear[:, 0, 0] * linear[:, 1, 1] - linear[:, 0, 1] * linear[:, 1, 0]).abs()[:, None, None]
+    inverse_linear = linear.transpose(1, 2) / det
+    inverse = torch.cat((inverse_linear, -inverse_linear @ offset), 2)
     grid = F.affine_grid(inverse.to(images.dtype), list(images.shape), align_corners=False)
     # bicubic: the drawing is smooth, and two bilinear resamplings (in and back) would blur a small galaxy
     # by up to 10 % of its norm (tests/models/test_pose.py), bicubic by about 3 %

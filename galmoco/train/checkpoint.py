@@ -65,12 +65,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise GalmocoError(f"{path}: not a galmoco checkpoint (no model/config entries)")
     # what checkpoints of earlier versions lack or hold: model.frame (then stamps were read as given),
     # model.draw_frame (then the decoder drew in the encoder's frame), model.photometry (then the latent
-    # had no photometric part), augment.psf_change (a training-only option that augment.seeing_scatter
-    # replaced)
+    # had no photometric part), model.compact_size (then no object was magnified), augment.psf_change (a
+    # training-only option that augment.seeing_scatter replaced)
     model = state["config"].setdefault("model", {})
     model.setdefault("frame", "none")
     model.setdefault("draw_frame", model["frame"])
     model.setdefault("photometry", False)
+    model.setdefault("compact_size", 0.0)
     state["config"].get("augment", {}).pop("psf_change", None)
     return state
 

@@ -36,6 +36,18 @@ def test_inverse_round_trip(method):
     assert torch.allclose(norm.inverse(norm(images)), images, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["asinh", "log10"])
+def test_flux_in_sky_sigmas_agrees_with_the_inverse(method):
+    sky = [0.5, 2.0, 7.0]
+    norm = Normalizer(NormalizeConfig(method=method), sky)
+    raw = torch.cat((torch.randn(2, 3, 8, 8) * 3, torch.full((1, 3, 8, 8), 4000.0)))  # sky and a bright core
+    values = norm(raw)
+    expected = norm.inverse(values) / torch.tensor(sky)[None, :, None, None]
+    assert torch.allclose(norm.in_sky_sigmas(values), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(GalmocoError, match="expected images"):
+        norm.in_sky_sigmas(values[:, :2])
+
+
 def test_sky_sigma_travels_in_state_dict():
     norm = Normalizer(NormalizeConfig(), [2.0, 2.6, 4.6, 8.8])
     state = norm.state_dict()

@@ -55,18 +55,21 @@ def test_missing_parts_are_named():
 
 
 def test_a_checkpoint_of_an_earlier_version_loads_as_it_was_trained(tmp_path):
-    """Written before model.photometry (and with the since-replaced augment.psf_change): no photometric
-    part, and the same latents as the network it was saved from."""
-    old = TrainConfig(objective="moco-ae", model=ModelConfig(widths=(8, 16), latent_dim=8, photometry=False))
+    """Written before model.photometry and model.compact_size (and with the since-replaced
+    augment.psf_change): no photometric part, no magnified compact objects, and the same latents as the
+    network it was saved from."""
+    old = TrainConfig(objective="moco-ae", model=ModelConfig(widths=(8, 16), latent_dim=8, photometry=False,
+                                                             compact_size=0.0))
     torch.manual_seed(0)
     trained = GalaxyModel(old, "gr", 16, [0.5, 0.5]).eval()
     config = config_to_dict(old)
-    del config["model"]["photometry"]
+    del config["model"]["photometry"], config["model"]["compact_size"]
     config["augment"]["psf_change"] = 0.0
     path = save_checkpoint({"model": trained.state_dict(), "config": config, "bands": "gr", "image_size": 16,
                             "sky_sigma": [0.5, 0.5]}, tmp_path / "last.pt")
     loaded = load_model(path)
-    assert loaded.config.model.photometry is False
+    assert loaded.config.model.photometry is False and loaded.config.model.compact_radius == 0
+    assert TrainConfig().model.compact_radius > 0  # a new o2 model magnifies them
     images = torch.randn(3, 2, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded.encode(images), trained.encode(images))

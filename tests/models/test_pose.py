@@ -11,7 +11,7 @@ from galmoco.analysis.placement import placement_ranks
 from galmoco.config import TrainConfig
 from galmoco.models.canonical import to_canonical
 from galmoco.models.galaxy import GalaxyModel
-from galmoco.models.pose import from_pose_frame, pose_frame, to_pose_frame
+from galmoco.models.pose import compact_scale, from_pose_frame, pose_frame, scale_pose_frame, to_pose_frame
 
 
 def _render(angle: np.ndarray, flip: np.ndarray, shift: np.ndarray, shape: np.ndarray,
@@ -136,3 +136,57 @@ def test_without_a_frame_the_pose_still_reaches_the_drawing():
         drawn, drawn_turned = model.decode(latent, frame), model.decode(latent, frame_turned)
     assert torch.allclose(drawn_turned, torch.rot90(drawn, 1, (-2, -1)), atol=1e-3)
     assert float(_relative(drawn_turned, drawn).min()) > 0.05
+
+
+def _moffat(fwhm: float, size: int = 48) -> torch.Tensor:
+    """``(1, 2, size, size)``: a unit-flux beta = 3 Moffat star (two bands), as a PSF of ``fwhm`` px."""
+    import galsim
+
+    profile = galsim.Moffat(beta=3.0, fwhm=fwhm).drawImage(nx=size, ny=size, scale=1.0).array
+    return torch.from_numpy(np.stack([profile, 0.6 * profile]).astype(np.float32))[None]
+
+
+def test_compact_objects_reach_the_encoder_at_one_size_under_any_seeing():
+    sharp, wide = _moffat(3.2), _moffat(4.2)  # two observations of one star, seeing 30% apart
+    stars = torch.cat((sharp, wide))
+    affine = pose_frame(stars)
+    scale = compact_scale(stars.sum(dim=1), affine, size=1.8)
+    assert 0.7 < float(scale[0]) < float(scale[1]) < 1.0  # both magnified, the sharper one more
+    plain = to_pose_frame(stars, affine)[0]
+    framed = to_pose_frame(stars, scale_pose_frame(affine, scale))[0]
+    # the same flux: compare the shapes. The fixed window underestimates the change of size (the scales
+    # differ by 15% where the FWHMs differ by 31%), so the magnified stars come closer, not equal
+    apart = float(_relative(plain[:1] / plain[0].sum(), plain[1:] / plain[1].sum()))
+    assert apart > 0.3
+    assert float(_relative(framed[:1] / framed[0].sum(), framed[1:] / framed[1].sum())) < 0.45 * apart
+    # a galaxy larger than the size is left as it is
+    galaxy = _render(np.zeros(1), np.zeros(1), np.zeros((1, 2)), np.array([[5.0, 0.6, 3.0]]), size=48)
+    assert float(compact_scale(galaxy.sum(dim=1), pose_frame(galaxy), size=1.8)) == 1.0
+
+
+def test_drawing_in_a_magnified_frame_turns_and_shrinks_back():
+    n = 6
+    rng = np.random.default_rng(3)
+    shape = _shapes(n)
+    shape[:, 0] = 1.6  # compact
+    images = _render(rng.uniform(0, 2 * math.pi, n), rng.random(n) < 0.5, np.zeros((n, 2)), shape)
+    plain = pose_frame(images)
+    affine = scale_pose_frame(plain, torch.full((n,), 0.7))
+    assert torch.allclose(torch.linalg.det(affine[:, :, :2]).abs(), torch.full((n,), 0.49))
+    back = from_pose_frame(to_pose_frame(images, affine)[0], affine)
+    # magnified, a compact galaxy is better sampled: its round trip is no worse than the plain frame's
+    error = _relative(back, images)
+    assert float(error.max()) < 0.11
+    assert (error <= _relative(from_pose_frame(to_pose_frame(images, plain)[0], plain), images)).all()
+
+
+def test_the_model_reads_compact_stamps_magnified_unless_told_not_to():
+    star = _moffat(3.6, size=32) * 500 + 0.0
+    config = TrainConfig(objective="ae")
+    config.model.widths, config.model.latent_dim, config.model.compact_size = (8, 16), 8, 0.0
+    plain = GalaxyModel(config.validate(), "gr", 32, [1.0, 1.0])
+    config.model.compact_size = None  # the default: half the DES r-band FWHM in the pose frame
+    magnifying = GalaxyModel(config.validate(), "gr", 32, [1.0, 1.0])
+    x = plain.normalize(star)
+    assert abs(float(torch.linalg.det(plain.frame(x)[:, :, :2]).abs()) - 1) < 1e-5
+    assert float(torch.linalg.det(magnifying.frame(x)[:, :, :2]).abs()) < 0.8

@@ -29,9 +29,12 @@ def test_bright_population_is_large_bright_galaxies():
 
 def test_default_population_draws_are_unchanged():
     truths = _truths("default", 4)
-    # streams [7, 0..3] as drawn before named populations existed (galmoco 2648382): bit-identical
-    assert [t["hlr_arcsec"] for t in truths] == [0.6639227548818898, 0.1651647809188579, 0.607237368909241,
-                                                 0.2985132800205905]
+    # streams [7, 0..3] as drawn before named populations existed (galmoco 2648382): the same draws. To
+    # 1e-12, not bit for bit: the radius is found by bisection through scipy's gammainc, whose last bits
+    # differ between CPUs (one differs by 7e-16 on another machine); another draw moves it by 1e-3 or more
+    assert np.allclose([t["hlr_arcsec"] for t in truths], [0.6639227548818898, 0.1651647809188579,
+                                                          0.607237368909241, 0.2985132800205905],
+                       rtol=1e-12, atol=0)
     hlr = np.array([t["hlr_arcsec"] for t in _truths("default", 200) if t["class"] not in ("star", "empty")])
     assert np.median(hlr) < 0.5  # mostly small: size follows magnitude
 

@@ -64,6 +64,12 @@ def test_validate_names_the_option():
         config.validate()
     config.model.frame = "none"  # only without a frame may the decoder draw in another
     assert config.validate().model.draw_frame == "o2"
+    with pytest.raises(GalmocoError, match="model.compact_size: bad value 1.8; expected unset, 0 .off., or"):
+        apply_overrides(TrainConfig(), {"model.compact_size": 1.8, "model.frame": "d4"}).validate()
+    assert apply_overrides(TrainConfig(), {"model.compact_size": 1.8}).validate().model.compact_radius == 1.8
+    assert apply_overrides(TrainConfig(), {"model.frame": "d4"}).validate().model.compact_radius == 0
+    assert apply_overrides(TrainConfig(), {"model.compact_size": 0}).validate().model.compact_radius == 0
+    assert TrainConfig().validate().model.compact_radius == pytest.approx(0.95 / 0.263 / 2)
     with pytest.raises(GalmocoError, match="moco.similarity: bad value 'l2'; expected one of cosine, l1"):
         apply_overrides(TrainConfig(), {"moco.similarity": "l2"}).validate()
     with pytest.raises(GalmocoError, match="model.proj_dim.*model.head identity"):
