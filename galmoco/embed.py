@@ -30,6 +30,8 @@ from galmoco.contract import DataContract
 from galmoco.data.transforms import (
     DEFAULT_ANGLES,
     RANDOM_ROTATION,
+    SYMMETRIES,
+    apply_symmetry,
     apply_transform,
     border_sky,
     galaxy_seeds,
@@ -176,15 +178,16 @@ def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     out: dict[str, np.ndarray] = {}
 
-    def encode(suffix: str, stamps: torch.Tensor) -> None:
-        latent = model.encode(stamps)
+    def encode(suffix: str, normalized: torch.Tensor) -> None:
+        latent = model.encode_normalized(normalized)
         out["latent" + suffix] = latent.float().cpu().numpy()
         if with_projection:
             out["projection" + suffix] = model.project(latent).float().cpu().numpy()
 
     with torch.inference_mode(), autocast:
         images = torch.as_tensor(images).to(dev)
-        encode("", images)
+        normalized = model.normalize(images)
+        encode("", normalized)
         out["stamp_snr"] = stamp_snr(images).cpu().numpy()
         if transforms:
             seeds = galaxy_seeds(seed, np.arange(len(images)) if rows is None else rows)
@@ -192,7 +195,10 @@ def encode_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, dev
             if angles is not None:
                 out[f"angle_{RANDOM_ROTATION}"] = angles.numpy()
             for t in transforms:
-                encode(f"_{t}", apply_transform(images, t, seeds, angles))
+                # a flip or quarter turn only moves pixels, so it commutes with the per-pixel
+                # normalisation: the normalised stamps are reused (the asinh is most of its cost)
+                encode(f"_{t}", apply_symmetry(normalized, t) if t in SYMMETRIES
+                       else model.normalize(apply_transform(images, t, seeds, angles)))
     return out
 
 

@@ -46,6 +46,8 @@ def save_figure(fig: plt.Figure, stem: str | Path) -> Path:
     for suffix in (".png", ".pdf"):
         with atomic_output(stem.with_suffix(suffix)) as tmp:
             fig.savefig(tmp, dpi=120)
+        # the layout the PNG was drawn with holds for the PDF: solving it again doubles the cost
+        fig.set_layout_engine("none")
     plt.close(fig)
     return stem.with_suffix(".png")
 

@@ -64,7 +64,7 @@ class PhotometricEncoder(nn.Module):
 
     ``latent = encoder(x) + W p(x)`` with ``p`` the stretched aperture fluxes (module docstring). It
     reads the same normalised stamps as the encoder it wraps and recovers the flux through
-    ``normalizer.inverse``, so MoCo's momentum copy of it is a copy of both parts. The radii are fixed
+    ``normalizer.in_sky_sigmas``, so MoCo's momentum copy of it is a copy of both parts. The radii are fixed
     in pixels by the stamp size the model is built for; stamps of another size (``embed
     --allow-size``) are measured in the same apertures about their own centre.
 
@@ -83,23 +83,25 @@ class PhotometricEncoder(nn.Module):
         self.normalizer = normalizer
         self.radii = tuple(f * size for f in fractions)
         self.photometry = nn.Linear(normalizer.sky_sigma.numel() * len(self.radii), latent_dim)
-        self._masks: dict[tuple[int, str], torch.Tensor] = {}
+        self._masks: dict[tuple[int, str], tuple[torch.Tensor, slice]] = {}
 
-    def apertures(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(R, size, size)`` masks (built once per size and device) and ``(B, R)`` sky noise in each,
-        ``sigma_sky sqrt(area)``, for stamps of side ``size``."""
+    def apertures(self, size: int, device: torch.device) -> tuple[torch.Tensor, slice]:
+        """``(R, S, S)`` masks over the central box of side ``S`` that holds every aperture, and that box
+        as a slice of a stamp of side ``size`` (built once per size and device): only the box is read."""
         key = (size, str(device))
         if key not in self._masks:
-            self._masks[key] = aperture_masks(size, self.radii, device)
-        masks = self._masks[key]
-        sigma = self.normalizer.sky_sigma.to(device, torch.float32)
-        return masks, sigma[:, None] * masks.sum(dim=(1, 2)).sqrt()[None, :]
+            masks = aperture_masks(size, self.radii, device)
+            inside = masks.amax(dim=(0, 1)).nonzero()
+            box = slice(int(inside.min()), int(inside.max()) + 1)
+            self._masks[key] = (masks[:, box, box].contiguous(), box)
+        return self._masks[key]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B * R)`` stretched aperture fluxes of normalised stamps ``x``."""
-        masks, noise = self.apertures(x.shape[-1], x.device)
-        flux = aperture_photometry(self.normalizer.inverse(x.float()), masks)
-        return torch.asinh(flux / noise).flatten(1)
+        masks, box = self.apertures(x.shape[-1], x.device)
+        # in units of each band's sky sigma, so the aperture's noise is sqrt(its area)
+        flux = aperture_photometry(self.normalizer.in_sky_sigmas(x[..., box, box].float()), masks)
+        return torch.asinh(flux / masks.sum(dim=(1, 2)).sqrt()).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B, H, W)`` normalised -> ``(N, latent_dim)``."""

@@ -59,8 +59,8 @@ def test_aperture_photometry_sums_the_flux_inside():
 def test_features_read_the_raw_flux_through_the_normalisation():
     encoder = _photometric()
     raw = _moffat_stars(3.6, [500.0, 900.0, 1500.0, 2000.0]) + torch.randn(1, 4, 64, 64)
-    masks, noise = encoder.apertures(64, raw.device)
-    assert torch.allclose(noise, torch.tensor(SKY)[:, None] * masks.sum(dim=(1, 2)).sqrt())
+    masks = aperture_masks(64, (4, 8, 12))
+    noise = torch.tensor(SKY)[:, None] * masks.sum(dim=(1, 2)).sqrt()
     expected = torch.asinh(aperture_photometry(raw, masks) / noise).flatten(1)
     assert torch.allclose(encoder.features(encoder.normalizer(raw)), expected, rtol=1e-4, atol=1e-4)
 
