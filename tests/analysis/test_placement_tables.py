@@ -145,7 +145,10 @@ class _PooledPixels(torch.nn.Module):
         super().__init__()
         self.angles = angles
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return images  # embedding normalises once and encodes the normalised stamps
+
+    def encode_normalized(self, images: torch.Tensor) -> torch.Tensor:
         def features(x: torch.Tensor) -> torch.Tensor:
             return F.avg_pool2d(x, 2).flatten(1)
 
