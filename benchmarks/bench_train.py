@@ -72,15 +72,17 @@ def data_path(store: Path, info: DataPlan, objective_, generator: torch.Generato
 
 
 def bench(store: Path, objective: str, batch_size: int, steps: int, frame: str | None = None,
-          aug_plus: bool = False, similarity: str | None = None,
-          compact_size: float | None = None) -> tuple[float, float, float, float]:
+          aug_plus: bool = False, similarity: str | None = None, compact_size: float | None = None,
+          symmetric: bool | None = None) -> tuple[float, float, float, float]:
     """Images/s of the training step, of the data path from memory and from the file, and the seconds
     of the in-memory load (``frame``: ``model.frame``, default the config's; ``aug_plus``: aug+;
-    ``similarity``: ``moco.similarity``, default the config's; ``compact_size``: ``model.compact_size``)."""
+    ``similarity``: ``moco.similarity``, default the config's; ``compact_size``: ``model.compact_size``;
+    ``symmetric``: ``moco.symmetric``, default the config's)."""
     cfg = TrainConfig(objective=objective, batch_size=batch_size, device="cpu", epochs=1, label_column="")
     cfg.model.frame = frame or cfg.model.frame
     cfg.moco.similarity = similarity or cfg.moco.similarity
     cfg.model.compact_size = compact_size
+    cfg.moco.symmetric = cfg.moco.symmetric if symmetric is None else symmetric
     cfg.augment.aug_plus = aug_plus or cfg.augment.aug_plus
     cfg, info = prepare_data(cfg, store)
     parts = build_parts(cfg, info, torch.device("cpu"), steps)
@@ -174,6 +176,8 @@ def main() -> None:
                         help="moco.similarity (default: the config's)")
     parser.add_argument("--compact-size", type=float, default=None,
                         help="model.compact_size (default: the config's; 0: compact objects not magnified)")
+    parser.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
+                        help="moco.symmetric (default: the config's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--arch", default="conv", help="encoder (--device cuda)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (--device cuda)")
@@ -188,7 +192,7 @@ def main() -> None:
         store = write_store(Path(tmp) / "bench.h5", n=(steps + 1) * args.batch_size + 64)
         for objective in ("ae", "moco", "moco-ae"):
             rates = bench(store, objective, args.batch_size, steps, args.frame, args.aug_plus,
-                          args.similarity, args.compact_size)
+                          args.similarity, args.compact_size, args.symmetric)
             rows.append((objective, *rates))
     print(f"### bench_train ({datetime.date.today()})\n")
     print(f"- machine: {platform.platform()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
@@ -197,7 +201,8 @@ def main() -> None:
     print("- default conv encoder/decoder, 4x64x64 stamps, latent 128, batch "
           f"{args.batch_size}, {steps} timed steps, frame {args.frame or TrainConfig().model.frame}, "
           f"similarity {args.similarity or TrainConfig().moco.similarity}, "
-          f"compact size {'default' if args.compact_size is None else args.compact_size}"
+          f"compact size {'default' if args.compact_size is None else args.compact_size}, "
+          f"symmetric {TrainConfig().moco.symmetric if args.symmetric is None else args.symmetric}"
           f"{', aug+' if args.aug_plus else ''}\n")
     print("| objective | step images/s | data path images/s (in memory, the default) | data / step "
           "| data path images/s (from the file) | data / step | one-time load s |")

@@ -93,6 +93,10 @@ class MocoConfig:
         similarity: how InfoNCE scores a query against a key (:func:`galmoco.losses.key_similarity`):
             ``"cosine"`` (MoCo's dot product) or ``"l1"`` (minus their L1 distance, the distance
             placement ranks by).
+        symmetric: also score the key view's query against the query view's key and average the two
+            InfoNCE terms (the symmetrised loss of MoCo v3, Chen, Xie & He 2021, arXiv:2104.02057):
+            twice the contrastive signal per step for a second pass of the encoders. ``False`` (the
+            default, MoCo v1/v2's single direction); docs/train.md measures both.
     """
 
     queue_size: int | None = None
@@ -102,6 +106,7 @@ class MocoConfig:
     bn_splits: int = 8
     key_bn_buffers: str = "own"
     similarity: str = "cosine"
+    symmetric: bool = False
 
 
 @dataclass

@@ -113,6 +113,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--similarity", "moco.similarity", "How InfoNCE scores a query against a key: cosine (MoCo's "
            "dot product) or l1 (minus their L1 distance, the distance placement ranks by).",
            click.Choice(SIMILARITIES)),
+    Option("--symmetric/--one-way", "moco.symmetric",
+           "Also score the key view's query against the query view's key and average the two InfoNCE "
+           "terms (MoCo v3's symmetrised loss), or score one way only (MoCo v1/v2)."),
     Option("--queue-size", "moco.queue_size", "Negatives in the MoCo queue.", click.IntRange(min=1),
            default="min(4096, a multiple of the batch size <= half the training set)"),
     Option("--arch", "model.arch", "Encoder.", click.Choice(ARCHS)),

@@ -130,7 +130,8 @@ class AEObjective(Objective):
 
 
 class MocoObjective(Objective):
-    """MoCo v1/v2: query = head(encoder(view 1)), key = momentum copy on view 2, negatives from the queue.
+    """MoCo v1/v2: query = head(encoder(view 1)), key = momentum copy on view 2, negatives from the queue;
+    with ``moco.symmetric`` also view 2's query against view 1's key (MoCo v3), the two terms averaged.
 
     Args:
         n_train: training-set size, for the automatic queue size (see ``auto_queue_size``).
@@ -169,27 +170,37 @@ class MocoObjective(Objective):
         q_params = replace(params, **{f.name: getattr(params, f.name)[:n] for f in fields(params)
                                       if getattr(params, f.name) is not None})
         q_view, k_view = self.model.normalize(views).chunk(2)
+        unmixed_q_view = q_view
         q_view, mixing = self.mix_query(q_view)
         q_frame = self.model.frame(q_view)
         latent = self.model.encode_normalized(q_view, q_frame)
         q = self.model.head(latent)
-        k_view = self.model.canonicalize(k_view)
+        mc = self.config.moco
         with torch.no_grad():
             self.key_encoder.update(nn.Sequential(self.model.encoder, self.model.head))
-            if self.shuffler is not None:
-                shuffled, index = self.shuffler.shuffle(k_view)
-                k = self.shuffler.unshuffle(self.key_encoder(shuffled), index)
-            else:
-                k = self.key_encoder(k_view)
-        mc, queue = self.config.moco, self.queue.negatives()
+            k = self.keys(k_view)
+        queue = self.queue.negatives()
         if mixing is None:
             loss = info_nce(q, k, queue, mc.temperature, mc.similarity)
         else:  # the mixed query's positives: its sources' keys (this rank's batch), by their shares
             loss = soft_info_nce(key_similarity(q, k, mc.similarity) / mc.temperature,
                                  key_similarity(q, queue, mc.similarity) / mc.temperature,
                                  self.mix_targets(mixing))
+        if mc.symmetric:  # MoCo v3: the key view queries too, against the (unmixed) query view's key
+            with torch.no_grad():
+                k_reverse = self.keys(unmixed_q_view)
+            q_reverse = self.model.head(self.model.encode_normalized(k_view))
+            loss = (loss + info_nce(q_reverse, k_reverse, queue, mc.temperature, mc.similarity)) / 2
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
         return loss, latent, q_params, mixing, q_frame
+
+    def keys(self, views: torch.Tensor) -> torch.Tensor:
+        """The momentum encoder's keys of normalised views (in its frame; BN-shuffled when set)."""
+        views = self.model.canonicalize(views)
+        if self.shuffler is None:
+            return self.key_encoder(views)
+        shuffled, index = self.shuffler.shuffle(views)
+        return self.shuffler.unshuffle(self.key_encoder(shuffled), index)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nce = self.contrastive(batch)[0]

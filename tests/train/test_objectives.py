@@ -146,24 +146,31 @@ def _score(q: torch.Tensor, k: torch.Tensor, similarity: str) -> torch.Tensor:
     return q @ k if similarity == "cosine" else -(q - k).abs().sum() / q.numel() ** 0.5
 
 
-@pytest.mark.parametrize("similarity", ["cosine", "l1"])
-def test_moco_loss_agrees_with_a_direct_computation(similarity):
-    obj = _mixing_objective("moco", MixConfig(), momentum=0.0, shuffle_bn=False, similarity=similarity)
+@pytest.mark.parametrize(("similarity", "symmetric"), [("cosine", False), ("l1", False), ("cosine", True),
+                                                       ("l1", True)])
+def test_moco_loss_agrees_with_a_direct_computation(similarity, symmetric):
+    obj = _mixing_objective("moco", MixConfig(), momentum=0.0, shuffle_bn=False, similarity=similarity,
+                            symmetric=symmetric)
     obj.train()
     images = 5 * torch.rand(16, 4, 32, 32)
     queue = obj.queue.negatives().clone()
     obj.generator = torch.Generator().manual_seed(3)
     out = obj({"image": images})
     views = obj.augment.views(images, torch.Generator().manual_seed(3))[0]
-    q_view, k_view = obj.model.normalize(views).chunk(2)
-    with torch.no_grad():
-        q = obj.model.head(obj.model.encode_normalized(q_view))
-        k = obj.model.head(obj.model.encode_normalized(k_view))
+    # momentum 0 and no BN shuffle: the key encoder is the query encoder, so a view's key is its query
+    a, b = (obj.model.head(obj.model.encode_normalized(v)).detach()
+            for v in obj.model.normalize(views).chunk(2))
     t = obj.config.moco.temperature
-    direct = sum(F.cross_entropy(torch.stack([_score(q[i], key, similarity)
-                                              for key in (k[i], *queue)])[None] / t, torch.tensor([0]))
-                 for i in range(16)) / 16
+
+    def one_way(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return sum(F.cross_entropy(torch.stack([_score(q[i], key, similarity)
+                                                for key in (k[i], *queue)])[None] / t, torch.tensor([0]))
+                   for i in range(16)) / 16
+
+    direct = (one_way(a, b) + one_way(b, a)) / 2 if symmetric else one_way(a, b)
     assert torch.allclose(out["loss_contrastive"], direct, atol=1e-5)
+    # the queue takes the keys of the second views only: one key per galaxy and step either way
+    assert torch.allclose(obj.queue.negatives()[:16], b, atol=1e-5)
 
 
 @pytest.mark.parametrize(("objective", "similarity"), [("moco", "cosine"), ("moco-ae", "cosine"),
