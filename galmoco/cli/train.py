@@ -115,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
            click.Choice(SIMILARITIES)),
     Option("--symmetric/--one-way", "moco.symmetric",
            "Also score the key view's query against the query view's key and average the two InfoNCE "
-           "terms (MoCo v3's symmetrised loss), or score one way only (MoCo v1/v2)."),
+           "terms (MoCo v3's symmetrised loss, the default), or score one way only (MoCo v1/v2)."),
     Option("--queue-size", "moco.queue_size", "Negatives in the MoCo queue.", click.IntRange(min=1),
            default="min(4096, a multiple of the batch size <= half the training set)"),
     Option("--arch", "model.arch", "Encoder.", click.Choice(ARCHS)),

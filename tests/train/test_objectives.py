@@ -173,12 +173,14 @@ def test_moco_loss_agrees_with_a_direct_computation(similarity, symmetric):
     assert torch.allclose(obj.queue.negatives()[:16], b, atol=1e-5)
 
 
-@pytest.mark.parametrize(("objective", "similarity"), [("moco", "cosine"), ("moco-ae", "cosine"),
-                                                       ("moco", "l1")])
-def test_mixed_batch_loss_agrees_with_a_direct_computation(objective, similarity):
+@pytest.mark.parametrize(("objective", "similarity", "symmetric"),
+                         [("moco", "cosine", False), ("moco-ae", "cosine", False), ("moco", "l1", False),
+                          ("moco", "cosine", True), ("moco-ae", "l1", True)])
+def test_mixed_batch_loss_agrees_with_a_direct_computation(objective, similarity, symmetric):
     # momentum 0 and no BN shuffle: the key encoder is the query encoder, so keys can be recomputed
     mix = MixConfig(method="global", global_count=1, global_prob=1.0)
-    obj = _mixing_objective(objective, mix, momentum=0.0, shuffle_bn=False, similarity=similarity)
+    obj = _mixing_objective(objective, mix, momentum=0.0, shuffle_bn=False, similarity=similarity,
+                            symmetric=symmetric)
     obj.train()
     images = 5 * torch.rand(16, 4, 32, 32)
     queue = obj.queue.negatives().clone()
@@ -203,6 +205,12 @@ def test_mixed_batch_loss_agrees_with_a_direct_computation(objective, similarity
                 logits = torch.stack([_score(q[i], key, similarity) for key in (k[j], *queue)]) / t
                 direct = direct + w * F.cross_entropy(logits[None], torch.tensor([0]))
         direct = direct / 16
+        if symmetric:  # the key view queries the unmixed query view's key; the same queue, no mixture
+            reverse_q = obj.model.head(obj.model.encode_normalized(q_view))
+            reverse = sum(F.cross_entropy(torch.stack([_score(k[i], key, similarity)
+                                                       for key in (reverse_q[i], *queue)])[None] / t,
+                                          torch.tensor([0])) for i in range(16)) / 16
+            direct = (direct + reverse) / 2
     assert torch.allclose(out["loss_contrastive"], direct, atol=1e-5)
     if objective == "moco-ae":  # the decoder draws the same mixture of the view's geometry-only targets
         q_params = type(params)(**{k: (v[:16] if v is not None else None) for k, v in vars(params).items()})
