@@ -138,8 +138,9 @@ class OptimConfig:
     Attributes:
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, as MoCo).
         lr: base learning rate for a batch of 256; the rate used is ``lr * batch_size / 256`` (linear
-            scaling rule). ``None``: 4e-3 for AdamW (2e-3 at the default batch of 128; measured on the
-            simulated survey against 1e-3), 0.03 for SGD (MoCo's value).
+            scaling rule). ``None``: 1.6e-2 for AdamW (8e-3 at the default batch of 128; measured on the
+            simulated survey, docs/train.md: against 4e-3 it lifts the learned D4 invariance without a
+            frame and leaves the pose frame and reconstruction as they were), 0.03 for SGD (MoCo's value).
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         warmup_epochs: linear warm-up from 0, in epochs (fractional allowed).
         cosine: cosine decay to 0 (MoCo v2 ``--cos``; the default: on short runs the step decay stops
@@ -157,7 +158,7 @@ class OptimConfig:
         """The learning rate for a batch of 256."""
         if self.lr is not None:
             return self.lr
-        return 4e-3 if self.optimizer == "adamw" else 0.03
+        return 1.6e-2 if self.optimizer == "adamw" else 0.03
 
     def scaled_lr(self, batch_size: int) -> float:
         """``base_lr() * batch_size / 256``: the peak rate actually used."""

@@ -85,7 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--epochs", "epochs", "Passes over the training split.", click.IntRange(min=1)),
     Option("--batch-size", "batch_size", "Images per step (per process).", click.IntRange(min=2)),
     Option("--lr", "optim.lr", "Base learning rate for a batch of 256 (scaled linearly with the batch size).",
-           _POSITIVE, default="4e-3 for adamw, 0.03 for sgd"),
+           _POSITIVE, default="1.6e-2 for adamw, 0.03 for sgd"),
     Option("--optimizer", "optim.optimizer", "Optimiser.", click.Choice(OPTIMIZERS)),
     Option("--alpha", "alpha", "Weight of the InfoNCE term (moco-ae).", float),
     Option("--beta", "beta", "Weight of the reconstruction term (moco-ae).", float),

@@ -85,7 +85,7 @@ def test_auto_queue_size():
 
 def test_lr_scaling_rule():
     cfg = TrainConfig()
-    assert cfg.optim.scaled_lr(512) == pytest.approx(8e-3)  # AdamW base 4e-3 x 512 / 256
+    assert cfg.optim.scaled_lr(512) == pytest.approx(3.2e-2)  # AdamW base 1.6e-2 x 512 / 256
     assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).optim.scaled_lr(256) == pytest.approx(0.03)
 
 

@@ -61,8 +61,8 @@ def test_two_ranks_end_with_identical_queues_and_parameters(two_rank_run):
     assert [int(r["epoch"]) for r in rows] == [1] and int(rows[0]["step"]) == 8
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert (ckpt["world_size"], ckpt["global_batch"]) == (2, 8)
-    # the peak learning rate follows the global batch: AdamW's base 4e-3 x 8 / 256
-    assert ckpt["scheduler"]["base_lrs"] == [pytest.approx(4e-3 * 8 / 256)]
+    # the peak learning rate follows the global batch: AdamW's base 1.6e-2 x 8 / 256
+    assert ckpt["scheduler"]["base_lrs"] == [pytest.approx(1.6e-2 * 8 / 256)]
 
 
 @pytest.mark.distributed
@@ -81,7 +81,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(two_rank_run, tmp_path):
     assert result.steps == 2 * 64 // 4
     after = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     assert (after["world_size"], after["global_batch"]) == (1, 4)
-    assert after["scheduler"]["base_lrs"] == [pytest.approx(4e-3 * 4 / 256)]
+    assert after["scheduler"]["base_lrs"] == [pytest.approx(1.6e-2 * 4 / 256)]
     assert after["scheduler"]["last_epoch"] == result.steps
     assert not torch.equal(after["objective"]["queue.keys"], before["objective"]["queue.keys"])
     assert [int(r["epoch"]) for r in _metrics(resumed)] == [1, 2]
