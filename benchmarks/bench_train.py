@@ -194,13 +194,15 @@ def main() -> None:
             rates = bench(store, objective, args.batch_size, steps, args.frame, args.aug_plus,
                           args.similarity, args.compact_size, args.symmetric)
             rows.append((objective, *rates))
+    shown = TrainConfig()
+    shown.model.frame = args.frame or shown.model.frame
     print(f"### bench_train ({datetime.date.today()})\n")
     print(f"- machine: {platform.platform()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {args.threads} threads")
     print(f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`")
     print("- default conv encoder/decoder, 4x64x64 stamps, latent 128, batch "
           f"{args.batch_size}, {steps} timed steps, frame {args.frame or TrainConfig().model.frame}, "
-          f"similarity {args.similarity or TrainConfig().moco.similarity}, "
+          f"similarity {args.similarity or shown.moco_similarity()}, "
           f"compact size {'default' if args.compact_size is None else args.compact_size}, "
           f"symmetric {TrainConfig().moco.symmetric if args.symmetric is None else args.symmetric}"
           f"{', aug+' if args.aug_plus else ''}\n")

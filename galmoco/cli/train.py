@@ -88,7 +88,8 @@ OPTIONS: tuple[Option, ...] = (
            _POSITIVE, default="1.6e-2 for adamw, 0.03 for sgd"),
     Option("--optimizer", "optim.optimizer", "Optimiser.", click.Choice(OPTIMIZERS)),
     Option("--alpha", "alpha", "Weight of the InfoNCE term (moco-ae).", float),
-    Option("--beta", "beta", "Weight of the reconstruction term (moco-ae).", float),
+    Option("--beta", "beta", "Weight of the reconstruction term (moco-ae).", float,
+           default="1.5 with the L1 similarity, 1.0 with the cosine"),
     Option("--device", "device", "cpu, cuda, cuda:N or auto.", str),
     Option("--seed", "seed", "Random seed.", int),
     Option("--workers", "num_workers", "DataLoader worker processes.", click.IntRange(min=0)),
@@ -112,7 +113,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),
     Option("--similarity", "moco.similarity", "How InfoNCE scores a query against a key: cosine (MoCo's "
            "dot product) or l1 (minus their L1 distance, the distance placement ranks by).",
-           click.Choice(SIMILARITIES)),
+           click.Choice(SIMILARITIES), default="l1 in the pose frame (o2), cosine otherwise"),
     Option("--symmetric/--one-way", "moco.symmetric",
            "Also score the key view's query against the query view's key and average the two InfoNCE "
            "terms (MoCo v3's symmetrised loss, the default), or score one way only (MoCo v1/v2)."),

@@ -175,22 +175,22 @@ class MocoObjective(Objective):
         q_frame = self.model.frame(q_view)
         latent = self.model.encode_normalized(q_view, q_frame)
         q = self.model.head(latent)
-        mc = self.config.moco
+        mc, similarity = self.config.moco, self.config.moco_similarity()
         with torch.no_grad():
             self.key_encoder.update(nn.Sequential(self.model.encoder, self.model.head))
             k = self.keys(k_view)
         queue = self.queue.negatives()
         if mixing is None:
-            loss = info_nce(q, k, queue, mc.temperature, mc.similarity)
+            loss = info_nce(q, k, queue, mc.temperature, similarity)
         else:  # the mixed query's positives: its sources' keys (this rank's batch), by their shares
-            loss = soft_info_nce(key_similarity(q, k, mc.similarity) / mc.temperature,
-                                 key_similarity(q, queue, mc.similarity) / mc.temperature,
+            loss = soft_info_nce(key_similarity(q, k, similarity) / mc.temperature,
+                                 key_similarity(q, queue, similarity) / mc.temperature,
                                  self.mix_targets(mixing))
         if mc.symmetric:  # MoCo v3: the key view queries too, against the (unmixed) query view's key
             with torch.no_grad():
                 k_reverse = self.keys(unmixed_q_view)
             q_reverse = self.model.head(self.model.encode_normalized(k_view))
-            loss = (loss + info_nce(q_reverse, k_reverse, queue, mc.temperature, mc.similarity)) / 2
+            loss = (loss + info_nce(q_reverse, k_reverse, queue, mc.temperature, similarity)) / 2
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
         return loss, latent, q_params, mixing, q_frame
 
@@ -224,7 +224,7 @@ class MocoAEObjective(MocoObjective):
         # the D4 frame's exact choice is taken from the target itself, as the target is drawn in it
         frame = q_frame if geometry is not None and self.model.draw_frame == "o2" else None
         recon = self.reconstruction_loss(latent, batch, geometry, mixing, frame)
-        total = self.config.alpha * nce + self.config.beta * recon
+        total = self.config.alpha * nce + self.config.recon_weight() * recon
         return {"loss": total, "loss_contrastive": nce, "loss_recon": recon}
 
 

@@ -70,7 +70,16 @@ def test_validate_names_the_option():
     assert apply_overrides(TrainConfig(), {"model.frame": "d4"}).validate().model.compact_radius == 0
     assert apply_overrides(TrainConfig(), {"model.compact_size": 0}).validate().model.compact_radius == 0
     assert TrainConfig().validate().model.compact_radius == pytest.approx(0.95 / 0.263 / 2)
-    with pytest.raises(GalmocoError, match="moco.similarity: bad value 'l2'; expected one of cosine, l1"):
+    # InfoNCE scores by L1 in the pose frame, by the cosine without a frame, unless set
+    assert TrainConfig().moco_similarity() == "l1"
+    assert apply_overrides(TrainConfig(), {"model.frame": "none"}).moco_similarity() == "cosine"
+    assert apply_overrides(TrainConfig(), {"moco.similarity": "cosine"}).moco_similarity() == "cosine"
+    # and weighs reconstruction 1.5 with L1, 1.0 with the cosine, unless set
+    assert TrainConfig().recon_weight() == 1.5
+    assert apply_overrides(TrainConfig(), {"model.frame": "none"}).recon_weight() == 1.0
+    assert apply_overrides(TrainConfig(), {"beta": 0.5}).recon_weight() == 0.5
+    with pytest.raises(GalmocoError, match="moco.similarity: bad value .l2.; expected unset or one "
+                                           "of cosine, l1"):
         apply_overrides(TrainConfig(), {"moco.similarity": "l2"}).validate()
     with pytest.raises(GalmocoError, match="model.proj_dim.*model.head identity"):
         apply_overrides(TrainConfig(), {"model.proj_dim": 64}).validate()

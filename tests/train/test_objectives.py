@@ -42,7 +42,8 @@ def test_moco_ae_step_updates_queue_and_key_encoder():
     out = obj({"image": images})
     assert set(out) == {"loss", "loss_contrastive", "loss_recon"}
     cfg = obj.config
-    assert torch.isclose(out["loss"], cfg.alpha * out["loss_contrastive"] + cfg.beta * out["loss_recon"])
+    total = cfg.alpha * out["loss_contrastive"] + cfg.recon_weight() * out["loss_recon"]
+    assert torch.isclose(out["loss"], total)
     assert int(obj.queue.ptr) == 32
     moved = [not torch.equal(a, b) for a, b in zip(key_before, obj.key_encoder.parameters(), strict=True)]
     assert any(moved)
