@@ -24,7 +24,8 @@ from torch import nn
 
 from galmoco.data.normalize import Normalizer
 
-__all__ = ["APERTURE_FRACTIONS", "PhotometricEncoder", "aperture_masks", "aperture_photometry"]
+__all__ = ["APERTURE_FRACTIONS", "PhotometricEncoder", "aperture_masks", "aperture_photometry",
+           "boxed_apertures"]
 
 #: aperture radii as fractions of the stamp side
 APERTURE_FRACTIONS: tuple[float, ...] = (1 / 16, 2 / 16, 3 / 16)
@@ -44,6 +45,29 @@ def aperture_masks(size: int, radii: Sequence[float], device: torch.device | str
     u = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     r2 = u[None, :] ** 2 + u[:, None] ** 2
     return torch.stack([(r2 <= r**2).to(torch.float32) for r in radii])
+
+
+def boxed_apertures(size: int, radii: Sequence[float],
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, slice]:
+    """The masks of :func:`aperture_masks` cut to the central box that holds every aperture, and that box.
+
+    The box is found in plain Python (no tensor is read back), so a compiled encoder does not break its
+    graph here.
+
+    Args:
+        size: stamp side in pixels.
+        radii: aperture radii in pixels.
+        device: where to build the masks.
+
+    Returns:
+        ``(R, S, S)`` masks and the box as a slice of either stamp axis.
+    """
+    centre = (size - 1) / 2
+    # the nearest pixel centre across the other axis is 0 (odd size) or 0.5 (even size) pixels away
+    across2 = (centre % 1) ** 2
+    inside = [i for i in range(size) if (i - centre) ** 2 + across2 <= max(radii) ** 2]
+    box = slice(inside[0], inside[-1] + 1)
+    return aperture_masks(size, radii, device)[:, box, box].contiguous(), box
 
 
 def aperture_photometry(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -83,18 +107,17 @@ class PhotometricEncoder(nn.Module):
         self.normalizer = normalizer
         self.radii = tuple(f * size for f in fractions)
         self.photometry = nn.Linear(normalizer.sky_sigma.numel() * len(self.radii), latent_dim)
-        self._masks: dict[tuple[int, str], tuple[torch.Tensor, slice]] = {}
+        self.size = size
+        # the masks of the built size move with the module and stay out of the state dict
+        masks, self.box = boxed_apertures(size, self.radii)
+        self.register_buffer("masks", masks, persistent=False)
 
     def apertures(self, size: int, device: torch.device) -> tuple[torch.Tensor, slice]:
         """``(R, S, S)`` masks over the central box of side ``S`` that holds every aperture, and that box
-        as a slice of a stamp of side ``size`` (built once per size and device): only the box is read."""
-        key = (size, str(device))
-        if key not in self._masks:
-            masks = aperture_masks(size, self.radii, device)
-            inside = masks.amax(dim=(0, 1)).nonzero()
-            box = slice(int(inside.min()), int(inside.max()) + 1)
-            self._masks[key] = (masks[:, box, box].contiguous(), box)
-        return self._masks[key]
+        as a slice of a stamp of side ``size``: only the box is read."""
+        if size == self.size:
+            return self.masks, self.box
+        return boxed_apertures(size, self.radii, device)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, B * R)`` stretched aperture fluxes of normalised stamps ``x``."""

@@ -15,7 +15,7 @@ from galmoco.data.normalize import NormalizeConfig, Normalizer
 from galmoco.data.psf import change_seeing
 from galmoco.data.transforms import apply_symmetry_index
 from galmoco.models import GalaxyModel
-from galmoco.models.photometry import PhotometricEncoder, aperture_masks, aperture_photometry
+from galmoco.models.photometry import PhotometricEncoder, aperture_masks, aperture_photometry, boxed_apertures
 
 SKY = [2.0, 2.6, 4.6, 8.8]
 
@@ -44,6 +44,25 @@ def test_apertures_are_discs_of_the_stated_radii_and_symmetric():
     np.testing.assert_allclose(areas, [math.pi * r**2 for r in (4, 8, 12)], rtol=0.06)
     for element in range(8):  # unchanged by every flip and quarter turn of the stamp
         assert torch.equal(apply_symmetry_index(masks[None], torch.tensor([element]))[0], masks)
+
+
+@pytest.mark.parametrize("size", [63, 64, 65, 96])
+def test_the_box_holds_every_aperture_pixel_and_no_empty_row(size):
+    radii = tuple(f * size for f in (1 / 16, 2 / 16, 3 / 16))
+    full = aperture_masks(size, radii)
+    boxed, box = boxed_apertures(size, radii)
+    inside = full.amax(dim=(0, 1)).nonzero()  # the rows (and, by symmetry, columns) any aperture touches
+    assert (box.start, box.stop) == (int(inside.min()), int(inside.max()) + 1)
+    assert torch.equal(boxed, full[:, box, box])
+    assert torch.equal(boxed.sum(dim=(1, 2)), full.sum(dim=(1, 2)))
+
+
+def test_the_encoder_measures_other_sizes_in_their_own_box():
+    encoder = _photometric(64)
+    assert encoder.apertures(64, torch.device("cpu"))[1] == slice(20, 44)
+    masks, box = encoder.apertures(96, torch.device("cpu"))
+    assert masks.shape[-1] == box.stop - box.start and box.start + box.stop == 96
+    assert "masks" not in encoder.state_dict()  # built from the size, not saved
 
 
 def test_aperture_photometry_sums_the_flux_inside():
