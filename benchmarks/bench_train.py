@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from galmoco.config import FRAMES, SIMILARITIES, TrainConfig
 from galmoco.io import store
 from galmoco.io.store import CutoutDataset
+from galmoco.memory import keep_freed_memory
 from galmoco.train.build import DataPlan, build_parts, prepare_data
 from galmoco.train.loop import epoch_batches
 
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--arch", default="conv", help="encoder (--device cuda)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (--device cuda)")
     args = parser.parse_args()
+    keep_freed_memory()  # as train() does
     torch.set_num_threads(args.threads)
     steps = 3 if args.quick else 25
     if args.device == "cuda":

@@ -43,6 +43,7 @@ from galmoco.errors import GalmocoError
 from galmoco.io.store import store_fingerprint
 from galmoco.io.storeset import StoreSet
 from galmoco.io.tables import read_table, table_format, write_table
+from galmoco.memory import keep_freed_memory
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -368,6 +369,7 @@ def embed_store(
     table_format(out, vectors=True)
     if batch_size < 1:
         raise GalmocoError(f"--batch-size must be positive, got {batch_size}")
+    keep_freed_memory()
     env = detect_env()
     dev = init_distributed(device).device if env.world_size > 1 else resolve_device(device)
     source = str(checkpoint) if isinstance(checkpoint, str | Path) else "model"

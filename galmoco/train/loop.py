@@ -43,6 +43,7 @@ from galmoco.distributed import (
 )
 from galmoco.errors import GalmocoError
 from galmoco.io.store import CutoutDataset
+from galmoco.memory import keep_freed_memory
 from galmoco.train.build import DataPlan, Parts, build_parts, prepare_data, restore_parts
 from galmoco.train.checkpoint import check_store, load_checkpoint, rng_state, run_contract, save_checkpoint
 from galmoco.train.monitor import knn_monitor, log_reconstructions
@@ -142,6 +143,7 @@ def train(config: TrainConfig, store_path: str | os.PathLike, run_dir: str | os.
         GalmocoError: bad config or store, an existing run without ``resume``, another run writing
             ``run_dir``, a non-finite loss.
     """
+    keep_freed_memory()
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)

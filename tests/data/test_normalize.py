@@ -8,8 +8,27 @@ import numpy as np
 import pytest
 import torch
 
-from galmoco.data.normalize import NormalizeConfig, Normalizer, estimate_sky_sigma, estimate_store_sky_sigma
+from galmoco.data.normalize import (
+    NormalizeConfig,
+    Normalizer,
+    asinh,
+    estimate_sky_sigma,
+    estimate_store_sky_sigma,
+)
 from galmoco.errors import GalmocoError
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_asinh_matches_torch_on_strided_input_and_keeps_gradients(dtype):
+    torch.manual_seed(0)
+    scales = 10.0 ** torch.randint(-6, 7, (8, 4, 1, 1))  # from the linear range to the logarithmic
+    values = (torch.randn(8, 4, 16, 16, dtype=dtype) * scales).transpose(2, 3)
+    out = asinh(values)
+    assert out.dtype == dtype and out.shape == values.shape
+    torch.testing.assert_close(out, torch.asinh(values), rtol=2 * torch.finfo(dtype).eps, atol=0.0)
+    leaf = values.clone().requires_grad_(True)  # inside autograd: torch's, with its gradient
+    asinh(leaf).sum().backward()
+    torch.testing.assert_close(leaf.grad, 1 / torch.sqrt(1 + values.detach() ** 2))
 
 
 def test_asinh_at_known_values():
