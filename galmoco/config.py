@@ -81,9 +81,12 @@ class MocoConfig:
             run of a few hundred steps on a few thousand galaxies leaves the key encoder ~90% at its
             random initialisation and InfoNCE stays at chance (measured on the simulated survey); use
             0.999 for long runs on 10^5+ stamps.
-        temperature: InfoNCE temperature: 0.2 (MoCo v2's value, the default: on the simulated survey,
-            with the other defaults and 20 epochs, 0.07 (v1's) left the ``moco-ae`` galaxy-pixel
-            reconstruction error 21% above the ``ae`` baseline's, 0.2 13%); 0.07 for v1.
+        temperature: InfoNCE temperature. ``None`` (default): 0.2 (MoCo v2's value) in a frame, 0.1
+            without one (:meth:`TrainConfig.moco_temperature`). On the simulated survey, 20 epochs: in a
+            frame 0.07 (v1's) left the ``moco-ae`` galaxy-pixel reconstruction error 21% above the
+            ``ae`` baseline's, 0.2 13%; without a frame, with the learning rate 3.2e-2 of that setting,
+            0.1 brings 0.99 of the flipped copies within rank 40 on two seeds (docs/train.md). 0.07 for
+            v1.
         shuffle_bn: split-BN over ``bn_splits`` sub-batches plus a shuffled key batch, so BN cannot
             leak the positive pair on one device.
         bn_splits: sub-batches of the split BN (the official single-GPU demo uses 8); the batch size
@@ -106,7 +109,7 @@ class MocoConfig:
 
     queue_size: int | None = None
     momentum: float = 0.99
-    temperature: float = 0.2
+    temperature: float | None = None
     shuffle_bn: bool = True
     bn_splits: int = 8
     key_bn_buffers: str = "own"
@@ -142,9 +145,11 @@ class OptimConfig:
     Attributes:
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, as MoCo).
         lr: base learning rate for a batch of 256; the rate used is ``lr * batch_size / 256`` (linear
-            scaling rule). ``None``: 1.6e-2 for AdamW (8e-3 at the default batch of 128; measured on the
-            simulated survey, docs/train.md: against 4e-3 it lifts the learned D4 invariance without a
-            frame and leaves the pose frame and reconstruction as they were), 0.03 for SGD (MoCo's value).
+            scaling rule). ``None``: resolved by :meth:`TrainConfig.base_lr`: for AdamW 1.6e-2 in a
+            frame (8e-3 at the default batch of 128; measured on the simulated survey, docs/train.md:
+            against 4e-3 it lifts the learned D4 invariance without a frame and leaves the pose frame
+            and reconstruction as they were) and 3.2e-2 without one (with a temperature of 0.1, where
+            the invariance to flips must be learned); 0.03 for SGD (MoCo's value).
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         warmup_epochs: linear warm-up from 0, in epochs (fractional allowed).
         cosine: cosine decay to 0 (MoCo v2 ``--cos``; the default: on short runs the step decay stops
@@ -157,16 +162,6 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     cosine: bool = True
-
-    def base_lr(self) -> float:
-        """The learning rate for a batch of 256."""
-        if self.lr is not None:
-            return self.lr
-        return 1.6e-2 if self.optimizer == "adamw" else 0.03
-
-    def scaled_lr(self, batch_size: int) -> float:
-        """``base_lr() * batch_size / 256``: the peak rate actually used."""
-        return self.base_lr() * batch_size / REFERENCE_BATCH
 
 
 @dataclass
@@ -260,6 +255,26 @@ class TrainConfig:
             return self.moco.similarity
         return "l1" if self.model.frame == "o2" else "cosine"
 
+    def moco_temperature(self) -> float:
+        """``moco.temperature`` with ``None`` resolved: 0.2 (MoCo v2's) in a frame, 0.1 without one,
+        where the latent must learn the flips and the sharper score learns them faster (docs/train.md)."""
+        if self.moco.temperature is not None:
+            return self.moco.temperature
+        return 0.1 if self.model.frame == "none" else 0.2
+
+    def base_lr(self) -> float:
+        """``optim.lr`` with ``None`` resolved, the learning rate for a batch of 256: for AdamW 1.6e-2
+        in a frame and 3.2e-2 without one; 0.03 for SGD (MoCo's)."""
+        if self.optim.lr is not None:
+            return self.optim.lr
+        if self.optim.optimizer != "adamw":
+            return 0.03
+        return 3.2e-2 if self.model.frame == "none" else 1.6e-2
+
+    def scaled_lr(self, batch_size: int) -> float:
+        """``base_lr() * batch_size / 256``: the peak rate actually used for a (global) batch."""
+        return self.base_lr() * batch_size / REFERENCE_BATCH
+
     def recon_weight(self) -> float:
         """``beta`` with ``None`` resolved: 1.5 where InfoNCE scores by L1 (which pulls the latent harder
         than the cosine; with the extra weight reconstruction stays 7.6-10.9% above ``ae``'s on the
@@ -296,12 +311,12 @@ class TrainConfig:
              or (self.model.frame == "o2" and self.model.compact_size > 0),
              "model.compact_size", "unset, 0 (off), or a positive size in pixels with model.frame o2"),
             (self.optim.optimizer in OPTIMIZERS, "optim.optimizer", one_of(OPTIMIZERS)),
-            (self.optim.base_lr() > 0, "optim.lr", "a positive number"),
+            (self.base_lr() > 0, "optim.lr", "a positive number"),
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.batch_size >= 2, "batch_size", "at least 2"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1)"),
             (0.0 <= self.moco.momentum < 1.0, "moco.momentum", "in [0, 1)"),
-            (self.moco.temperature > 0, "moco.temperature", "positive"),
+            (self.moco_temperature() > 0, "moco.temperature", "unset or positive"),
             (self.moco.key_bn_buffers in KEY_BN_BUFFERS, "moco.key_bn_buffers", one_of(KEY_BN_BUFFERS)),
             (self.moco.similarity in (None, *SIMILARITIES), "moco.similarity",
              f"unset or {one_of(SIMILARITIES)}"),

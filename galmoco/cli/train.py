@@ -85,7 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--epochs", "epochs", "Passes over the training split.", click.IntRange(min=1)),
     Option("--batch-size", "batch_size", "Images per step (per process).", click.IntRange(min=2)),
     Option("--lr", "optim.lr", "Base learning rate for a batch of 256 (scaled linearly with the batch size).",
-           _POSITIVE, default="1.6e-2 for adamw, 0.03 for sgd"),
+           _POSITIVE, default="adamw 1.6e-2 in a frame, 3.2e-2 with --frame none; sgd 0.03"),
     Option("--optimizer", "optim.optimizer", "Optimiser.", click.Choice(OPTIMIZERS)),
     Option("--alpha", "alpha", "Weight of the InfoNCE term (moco-ae).", float),
     Option("--beta", "beta", "Weight of the reconstruction term (moco-ae).", float,
@@ -110,7 +110,8 @@ OPTIONS: tuple[Option, ...] = (
            "deviation (0.1: DES's scatter between exposures; 0: off).", click.FloatRange(min=0)),
     Option("--cos/--step-schedule", "optim.cosine",
            "Cosine learning-rate decay (MoCo v2), or x0.1 steps at 60% and 80% (v1)."),
-    Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE),
+    Option("--temperature", "moco.temperature", "InfoNCE temperature (0.07 v1; 0.2 v2).", _POSITIVE,
+           default="0.2 in a frame, 0.1 with --frame none"),
     Option("--similarity", "moco.similarity", "How InfoNCE scores a query against a key: cosine (MoCo's "
            "dot product) or l1 (minus their L1 distance, the distance placement ranks by).",
            click.Choice(SIMILARITIES), default="l1 in the pose frame (o2), cosine otherwise"),

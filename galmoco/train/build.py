@@ -144,7 +144,7 @@ def build_parts(config: TrainConfig, plan: DataPlan, device: torch.device, steps
             if module is not None:
                 module.compile()
     params = [p for p in objective.parameters() if p.requires_grad]
-    lr = config.optim.scaled_lr(plan.global_batch)
+    lr = config.scaled_lr(plan.global_batch)
     optimizer: torch.optim.Optimizer
     if config.optim.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.optim.weight_decay)

@@ -264,7 +264,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     run.batches_done = run.batches_done * saved_bs // global_bs
     run.step = run.epoch * run.steps_per_epoch + run.batches_done
     scheduler, optimizer = run.parts.scheduler, run.parts.optimizer
-    scheduler.base_lrs = [run.config.optim.scaled_lr(global_bs)] * len(optimizer.param_groups)
+    scheduler.base_lrs = [run.config.scaled_lr(global_bs)] * len(optimizer.param_groups)
     scheduler.last_epoch = run.step
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
         group["initial_lr"], group["lr"] = base, base * scheduler.lr_lambdas[0](run.step)

@@ -176,21 +176,22 @@ class MocoObjective(Objective):
         latent = self.model.encode_normalized(q_view, q_frame)
         q = self.model.head(latent)
         mc, similarity = self.config.moco, self.config.moco_similarity()
+        temperature = self.config.moco_temperature()
         with torch.no_grad():
             self.key_encoder.update(nn.Sequential(self.model.encoder, self.model.head))
             k = self.keys(k_view)
         queue = self.queue.negatives()
         if mixing is None:
-            loss = info_nce(q, k, queue, mc.temperature, similarity)
+            loss = info_nce(q, k, queue, temperature, similarity)
         else:  # the mixed query's positives: its sources' keys (this rank's batch), by their shares
-            loss = soft_info_nce(key_similarity(q, k, similarity) / mc.temperature,
-                                 key_similarity(q, queue, similarity) / mc.temperature,
+            loss = soft_info_nce(key_similarity(q, k, similarity) / temperature,
+                                 key_similarity(q, queue, similarity) / temperature,
                                  self.mix_targets(mixing))
         if mc.symmetric:  # MoCo v3: the key view queries too, against the (unmixed) query view's key
             with torch.no_grad():
                 k_reverse = self.keys(unmixed_q_view)
             q_reverse = self.model.head(self.model.encode_normalized(k_view))
-            loss = (loss + info_nce(q_reverse, k_reverse, queue, mc.temperature, similarity)) / 2
+            loss = (loss + info_nce(q_reverse, k_reverse, queue, temperature, similarity)) / 2
         self.queue.enqueue(concat_all_gather(k))  # every rank's keys, in rank order: identical queues
         return loss, latent, q_params, mixing, q_frame
 

@@ -94,8 +94,23 @@ def test_auto_queue_size():
 
 def test_lr_scaling_rule():
     cfg = TrainConfig()
-    assert cfg.optim.scaled_lr(512) == pytest.approx(3.2e-2)  # AdamW base 1.6e-2 x 512 / 256
-    assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).optim.scaled_lr(256) == pytest.approx(0.03)
+    assert cfg.scaled_lr(512) == pytest.approx(3.2e-2)  # AdamW base 1.6e-2 x 512 / 256
+    assert apply_overrides(cfg, {"optim.optimizer": "sgd"}).scaled_lr(256) == pytest.approx(0.03)
+
+
+def test_learning_rate_and_temperature_follow_the_frame_unless_set():
+    """Without a frame the flips must be learned: AdamW's rate doubles and InfoNCE sharpens to 0.1;
+    in a frame 1.6e-2 and MoCo v2's 0.2; SGD keeps MoCo's 0.03; an explicit value wins."""
+    none = apply_overrides(TrainConfig(), {"model.frame": "none"}).validate()
+    assert (none.base_lr(), none.moco_temperature()) == (3.2e-2, 0.1)
+    assert none.scaled_lr(32) == pytest.approx(4e-3)  # the demo's batch
+    for frame in ("o2", "d4"):
+        framed = apply_overrides(TrainConfig(), {"model.frame": frame}).validate()
+        assert (framed.base_lr(), framed.moco_temperature()) == (1.6e-2, 0.2)
+    assert apply_overrides(none, {"optim.optimizer": "sgd"}).base_lr() == 0.03
+    explicit = apply_overrides(none, {"optim.lr": 1e-3, "moco.temperature": 0.07})
+    assert (explicit.base_lr(), explicit.moco_temperature()) == (1e-3, 0.07)
+    assert (none.optim.lr, none.moco.temperature) == (None, None)  # the saved config keeps them unset
 
 
 @pytest.mark.parametrize("frame, rotate, expected", [("o2", None, False), ("d4", None, True),

@@ -249,3 +249,21 @@ def test_mixed_insdis_loss_agrees_with_a_direct_computation():
         direct = direct / 16
     assert (lam < 1).all()
     assert torch.allclose(out["loss"], direct, atol=1e-5)
+
+
+def _contrastive_loss(frame: str, temperature: float | None) -> float:
+    cfg = tiny_config(objective="moco")
+    cfg.mask.rule, cfg.model.frame, cfg.moco.temperature = "none", frame, temperature
+    torch.manual_seed(0)
+    model = GalaxyModel(cfg, "griz", 32, [1.0] * 4)
+    obj = build_objective(model, GalaxyAugment(cfg.augment, [1.0] * 4), cfg, torch.Generator().manual_seed(0),
+                          queue_size=48)
+    obj.train()
+    images = 5 * torch.rand(16, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    return float(obj({"image": images})["loss"].detach())
+
+
+def test_infonce_uses_the_temperature_resolved_by_the_frame():
+    unset = _contrastive_loss("none", None)  # without a frame: 0.1
+    assert unset == pytest.approx(_contrastive_loss("none", 0.1), rel=1e-6)
+    assert abs(unset - _contrastive_loss("none", 0.2)) > 0.1
