@@ -91,8 +91,8 @@ def test_help_shows_the_config_defaults_and_its_choices():
     assert res.returncode == 0
     text = " ".join(res.stdout.split())  # click wraps the lines
     assert "from TrainConfig" not in text
-    for shown in ("--temperature FLOAT RANGE InfoNCE temperature (0.07 v1; 0.2 v2). [default: 0.2 in a frame, "
-                  "0.1 with --frame none]",
+    for shown in ("--temperature FLOAT RANGE InfoNCE temperature (0.07 v1; 0.2 v2). "
+                  "[default: 0.2 in a frame, 0.1 with --frame none]",
                   "[default: neither: no head, InfoNCE on the latent itself (model.head: identity)]",
                   "[default: --cos]", "--epochs INTEGER RANGE Passes over the "
                   "training split. [default: 50]", "--arch [conv|resnet18|resnet50]",
