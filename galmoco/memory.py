@@ -4,9 +4,9 @@ glibc's ``malloc`` serves blocks above a threshold (128 KiB, raised dynamically 
 ``mmap`` and gives them back to the system when they are freed, and it trims the top of its heap beyond
 128 KiB. A CPU training step allocates and frees tensors of several MiB (a batch of 128 4x64x64
 float32 stamps is 8 MiB), so each step touches fresh pages and pays a page fault per 4 KiB. Measured on
-the 2-core CI machine (benchmarks/RESULTS.md, fourteenth session): MoCo's data path (store read and
-augmentations) ran at 2,600-4,600 images/s with glibc's defaults, varying from run to run, and at
-5,500-6,200 with large blocks served from, and kept in, the heap; the training step 3-14% faster.
+a 2-core machine (benchmarks/RESULTS.md, fourteenth session): MoCo's data path (store read and
+augmentations) ran at 2,600-4,100 images/s with glibc's defaults, varying from run to run, and at
+5,500-6,400 with large blocks served from, and kept in, the heap; the training step 5-14% faster.
 PyTorch's CPU performance guide reaches the same end by preloading jemalloc or tcmalloc; this is the
 same thing for the system allocator, set from inside the process.
 

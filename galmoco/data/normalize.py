@@ -47,6 +47,8 @@ def asinh(values: Tensor) -> Tensor:
     if values.requires_grad or not on_numpy:
         return torch.asinh(values)
     return torch.from_numpy(np.arcsinh(values.numpy()))
+
+
 #: MAD -> Gaussian sigma
 _MAD_TO_SIGMA = 1.4826
 
