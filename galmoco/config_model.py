@@ -21,7 +21,8 @@ class ModelConfig:
         arch: ``"conv"`` (small, CPU-friendly), ``"resnet18"`` or ``"resnet50"`` (3x3 stem, no max-pool).
         latent_dim: size of the latent vector that ``embed`` writes.
         widths: channels of the conv encoder's stride-2 stages (mirrored by the decoder, also for the
-            ResNets); the stamp side must be divisible by ``2 ** len(widths)``.
+            ResNets); a stamp side that ``2 ** len(widths)`` does not divide is decoded on the next
+            multiple up and centre-cropped.
         pool: side of the map the conv encoder average-pools its last stage to: 4, where the light is
             survives (the best reconstruction); 1, global average pooling, only what the channels
             encode (docs/train.md: without a frame its latent learns the flips less well).

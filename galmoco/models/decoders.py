@@ -7,36 +7,30 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from galmoco.errors import GalmocoError
-
 __all__ = ["ConvDecoder"]
 
 
 class ConvDecoder(nn.Module):
-    """A linear layer to a ``widths[-1] x s x s`` map (``s = size / 2**len(widths)``), then stride-2
-    4x4 transposed-conv stages (convT-BN-ReLU) back up through the widths in reverse, the last one
-    straight to ``out_channels`` with no BN or activation (the target is the normalised image, which
-    can be negative). It mirrors :class:`~galmoco.models.encoders.ConvEncoder` stage for stage.
+    """A linear layer to a ``widths[-1] x s x s`` map (``s = ceil(size / 2**len(widths))``), then
+    stride-2 4x4 transposed-conv stages (convT-BN-ReLU) back up through the widths in reverse, the last
+    one straight to ``out_channels`` with no BN or activation (the target is the normalised image,
+    which can be negative). It mirrors :class:`~galmoco.models.encoders.ConvEncoder` stage for stage.
+    A side that ``2**len(widths)`` does not divide (DESaccess's default 1 arcmin cutouts are 228
+    pixels) is drawn on the next multiple up and centre-cropped.
 
     Args:
         out_channels: number of bands ``B``.
         latent_dim: size of the latent vector.
         widths: the encoder's stage widths (the decoder runs them in reverse).
-        image_size: stamp side ``H == W`` in pixels; must be divisible by ``2**len(widths)``.
-
-    Raises:
-        GalmocoError: when ``image_size`` is not divisible by ``2**len(widths)``.
+        image_size: stamp side ``H == W`` in pixels.
     """
 
     def __init__(self, out_channels: int, latent_dim: int, widths: Sequence[int], image_size: int) -> None:
         super().__init__()
         factor = 2 ** len(widths)
-        if image_size % factor:
-            raise GalmocoError(
-                f"model.widths: a {image_size}x{image_size} stamp cannot be decoded by {len(widths)} "
-                f"stride-2 stages (the side must be divisible by {factor}); use fewer widths"
-            )
-        self.start = image_size // factor
+        self.start = -(-image_size // factor)
+        self.image_size = image_size
+        self.crop = (self.start * factor - image_size) // 2
         rev = list(widths)[::-1]
         self.fc = nn.Linear(latent_dim, rev[0] * self.start * self.start)
         stages: list[nn.Module] = []
@@ -54,4 +48,8 @@ class ConvDecoder(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """``(N, latent_dim)`` -> ``(N, B, H, W)`` in the normalised input space."""
         x = self.fc(latent).view(-1, self._width, self.start, self.start)
-        return self.up(torch.relu(x))
+        drawn = self.up(torch.relu(x))
+        if drawn.shape[-1] == self.image_size:
+            return drawn
+        keep = slice(self.crop, self.crop + self.image_size)
+        return drawn[..., keep, keep]

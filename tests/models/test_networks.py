@@ -23,9 +23,20 @@ def test_conv_encoder_and_decoder_shapes():
     assert ConvEncoder(4, 16, (8, 16))(torch.randn(2, 4, 32, 32)).shape == (2, 16)
 
 
-def test_decoder_rejects_indivisible_size():
-    with pytest.raises(GalmocoError, match="divisible by 16"):
-        ConvDecoder(4, 8, (8, 8, 8, 8), 40)
+@pytest.mark.parametrize("size", [40, 45, 228])
+def test_decoder_draws_any_side_centre_cropped(size):
+    # 228 px: DESaccess's default 1 arcmin cutout; 16 does not divide it
+    dec = ConvDecoder(2, 8, (8, 8, 8, 8), size)
+    z = torch.randn(3, 8)
+    out = dec(z)
+    assert out.shape == (3, 2, size, size)
+    drawn = dec.up(torch.relu(dec.fc(z).view(3, 8, dec.start, dec.start)))
+    pad = drawn.shape[-1] - size
+    assert 0 < pad < 16
+    lo = pad // 2
+    assert torch.equal(out, drawn[..., lo:lo + size, lo:lo + size])
+    out.sum().backward()
+    assert dec.fc.weight.grad is not None and dec.fc.weight.grad.abs().sum() > 0
 
 
 def test_resnet18_adapted_to_bands_and_small_stamps():

@@ -18,7 +18,7 @@ from galmoco.train.build import lr_factor
 from galmoco.train.loop import epoch_batches
 from galmoco.train.run_folder import METRIC_COLUMNS
 
-from .conftest import tiny_config
+from .conftest import tiny_config, write_synthetic_store
 
 
 def _losses(run_dir: Path) -> list[tuple[str, ...]]:
@@ -53,6 +53,22 @@ def test_moco_ae_learns_and_writes_the_run_dir(tiny_store, tmp_path):
         assert model.encode(images).shape == (4, 32)
         assert model.reconstruct(images).shape == images.shape
         assert torch.allclose(model.project(model.encode(images)).norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_moco_ae_trains_on_a_side_the_stages_do_not_divide(tmp_path):
+    # 36 px with three stride-2 stages (8 does not divide it), as DESaccess's 228 px with four
+    store = write_synthetic_store(tmp_path / "odd.h5", size=36)
+    run = tmp_path / "run"
+    train(tiny_config(epochs=3), store, run)
+    with (run / "metrics.csv").open() as fh:
+        recon = [float(r["loss_recon"]) for r in csv.DictReader(fh)]
+    assert recon[-1] < recon[0]
+    model = load_model(run / "checkpoints" / "last.pt")
+    with h5py.File(store) as h5:
+        images = torch.from_numpy(h5["images"][:4])
+    with torch.no_grad():
+        assert model.reconstruct(images).shape == (4, 4, 36, 36)
 
 
 @pytest.mark.slow
