@@ -124,8 +124,11 @@ class DataContract:
                     f"{self.bands!r} ({len(self.bands)})")
         if data.stamp_size != self.stamp_size and not allow_size:
             got, want = "x".join(map(str, data.stamp_size)), "x".join(map(str, self.stamp_size))
-            return (f"stamps are {got} pixels but {{model}} was trained on {want}; allow another size "
-                    "explicitly (--allow-size, allow_size=True) if that is meant")
+            larger = all(g >= w for g, w in zip(data.stamp_size, self.stamp_size, strict=True))
+            crop = (f"centre-crop them to {want} (`galmoco pack --size {self.stamp_size[0]}`) or "
+                    if larger else "")
+            return (f"stamps are {got} pixels but {{model}} was trained on {want}; {crop}allow another "
+                    "size explicitly (--allow-size, allow_size=True) if that is meant")
         if None not in (data.units, self.units) and data.units != self.units:
             return f"flux units {data.units!r} but {{model}} was trained on {self.units!r}"
         if None not in (data.zeropoint, self.zeropoint) and not math.isclose(

@@ -88,7 +88,8 @@ class _images:
 def test_contract_is_checked_on_every_call(world, tmp_path):
     model = galmoco.load(world["run_dir"])
     with pytest.raises(GalmocoError, match=r"array \(1, 4, 20, 20\): stamps are 20x20 pixels but .* trained "
-                                           r"on 16x16; allow another size"):
+                                           r"on 16x16; centre-crop them to 16x16 \(`galmoco pack --size "
+                                           r"16`\) or allow another size"):
         model.embed(np.zeros((1, 4, 20, 20)))
     assert model.embed(np.zeros((1, 4, 20, 20)), allow_size=True).shape == (1, 8)
     three = des_object(tmp_path, "DESJ3", bands="gri")["folder"]

@@ -22,8 +22,9 @@ def _reordered(src, dst, order="rigz", size=None, **attrs):
     """A copy of store ``src`` with bands relabelled ``order`` (same pixels), optionally cropped."""
     with CutoutStore(src) as store:
         images, cat = store.images[:], store.catalog
-    if size is not None:
-        images = images[:, :, :size, :size]
+    if size is not None:  # cropped, or padded with zeros
+        images = np.pad(images, ((0, 0), (0, 0), (0, max(0, size - images.shape[2])),
+                                 (0, max(0, size - images.shape[3]))))[:, :, :size, :size]
     if len(order) < images.shape[1]:
         images = images[:, :len(order)]
     return write_store(dst, images, bands=order, catalog={"id": list(cat["id"])}, **attrs)
@@ -61,6 +62,8 @@ def test_resume_refuses_other_band_order(trained, tmp_path):
     ("rigz", None, {}, "bands 'rigz'"),
     ("gri", None, {}, r"bands 'gri' \(3, in this order\) but .* was trained on 'griz' \(4\)"),
     ("griz", 24, {}, "stamps are 24x24 pixels but .* was trained on 32x32; allow another size"),
+    ("griz", 40, {}, "stamps are 40x40 pixels but .* was trained on 32x32; centre-crop them to 32x32 "
+                     r"\(`galmoco pack --size 32`\) or allow another size"),
     ("griz", None, {"units": "nanomaggies", "zeropoint": 22.5}, "flux units 'nanomaggies'"),
 ])
 def test_embed_refuses_other_data(trained, tmp_path, order, size, attrs, match):
